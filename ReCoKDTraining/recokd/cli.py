@@ -1,0 +1,68 @@
+"""The ``recokd`` command line: one sub-command per module in :mod:`recokd.commands`.
+
+Each command module exposes ``register(subparsers)`` which adds its parser and sets
+``func`` to a callable taking the parsed arguments and returning an exit status.
+User errors (:class:`recokd.errors.RecokdError`) become one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from recokd import __version__
+from recokd.errors import RecokdError
+
+COMMAND_MODULES = (
+    "phantom",
+    "prepare",
+    "train_teacher",
+    "distill",
+    "export",
+    "models",
+    "segment",
+    "benchmark",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recokd",
+        description="ReCo-KD distillation of nnU-Net v2 teachers into small students, and inference.",
+    )
+    parser.add_argument("--version", action="version", version=f"recokd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"recokd.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"recokd.commands.{name}":
+                raise
+            continue  # command not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except RecokdError as error:
+        print(f"recokd {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"recokd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
