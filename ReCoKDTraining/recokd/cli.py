@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 
@@ -57,11 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RecokdError as error:
-        print(f"recokd {args.command}: error: {error}", file=sys.stderr)
+        _report_error(args, str(error))
         return 2
     except KeyboardInterrupt:
-        print(f"recokd {args.command}: interrupted", file=sys.stderr)
+        _report_error(args, "interrupted")
         return 130
+    except Exception as error:
+        _report_error(args, f"internal error: {error!r}")
+        raise
+
+
+def _report_error(args, message: str) -> None:
+    """One line on stderr; with ``--progress json`` also the protocol's error event on stdout."""
+    print(f"recokd {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "progress", None) == "json":
+        print(json.dumps({"event": "error", "message": message}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,309 @@
+"""nnU-Net v2's trainer with ReCo-KD added to its training step.
+
+Everything nnU-Net does stays as it is: data loading, augmentation, deep supervision, poly
+learning rate, AMP on GPU, validation, logging. The subclass adds, in the nnU-Net idiom:
+
+* ``initialize``: load the frozen teacher, hook both encoders, build the KD loss (adapters
+  and MS-CA blocks get their own optimiser parameter group), start the EMA of the student;
+* ``train_step``: one extra term, ``lambda(epoch) * L_kd``; the EMA update after the step;
+* validation on the EMA weights (what is exported);
+* checkpoints that also hold the EMA, the KD modules and the options, written atomically
+  every epoch, so an interruption loses at most one epoch and a resume continues exactly;
+* DDP on CPU (gloo) as well as on GPUs (nnU-Net assumes CUDA once a process group exists).
+
+The mode is the class, as nnU-Net names its trainer variants, so the three students of a
+comparison land in three result folders: :class:`ReCoKDTrainer` (MS-SARD + MS-CA),
+:class:`ReCoKDTrainer_logitKD` and :class:`ReCoKDTrainer_noKD`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as nnunet_trainer_module
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch.nn.parallel import DistributedDataParallel
+
+from recokd.distill.hooks import EncoderFeatureHooks, unwrap_network
+from recokd.distill.logit_kd import LogitKDLoss
+from recokd.distill.options import KDOptions
+from recokd.distill.recokd_loss import ReCoKDLoss
+from recokd.distill.schedule import kd_weight_at
+from recokd.errors import RecokdError
+from recokd.nnunet.checkpoint import load_checkpoint, save_atomically
+from recokd.nnunet.ema import StudentEMA
+from recokd.nnunet.teacher import Teacher, check_preprocessed_data, load_teacher
+
+NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer's own default
+KD_LOG_KEYS = ("seg_loss", "kd_fg", "kd_bg", "kd_att", "kd_ctx", "kd_total", "kd_lambda")
+
+
+@contextmanager
+def _ddp_without_device_ids():
+    """nnU-Net wraps the network as ``DDP(net, device_ids=[rank])``, which fails for CPU modules.
+
+    For a CPU (gloo) process group the device ids must be omitted; this swaps nnU-Net's
+    reference to DDP for the duration of ``initialize`` only.
+    """
+    original = nnunet_trainer_module.DDP
+
+    def cpu_ddp(module, device_ids=None, **kwargs):
+        return original(module, **kwargs)
+
+    nnunet_trainer_module.DDP = cpu_ddp
+    try:
+        yield
+    finally:
+        nnunet_trainer_module.DDP = original
+
+
+class ReCoKDTrainer(nnUNetTrainer):
+    """Student training with ReCo-KD (MS-SARD + MS-CA); set the attributes below before ``initialize``.
+
+    Attributes:
+        kd_options: :class:`KDOptions` (its ``mode`` is fixed by the class).
+        teacher_folder: the teacher's nnU-Net results folder (``<Trainer>__<Plans>__<config>``).
+        teacher_fold, teacher_checkpoint: which of its checkpoints teaches.
+        student_width: recorded in checkpoints and the model card (e.g. ``"1/4"``).
+        on_step: optional callable ``(epoch, iteration, values)`` called after every step.
+    """
+
+    kd_mode = "recokd"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = NNUNET_DEFAULT_DEVICE):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_ddp and device.type == "cpu":
+            # nnU-Net assumes CUDA under DDP; keep the CPU the caller asked for (gloo backend).
+            self.device = device
+            self.grad_scaler = None
+        self.kd_options = KDOptions(mode=self.kd_mode)
+        self.teacher_folder: Path | None = None
+        self.teacher_fold: int | str = 0
+        self.teacher_checkpoint = "checkpoint_final.pth"
+        self.student_width = "1"
+        self.on_step = None
+        self.save_every = 1  # an interruption loses at most one epoch
+        self.teacher: Teacher | None = None
+        self.kd_loss: torch.nn.Module | None = None
+        self.student_hooks: EncoderFeatureHooks | None = None
+        self.teacher_hooks: EncoderFeatureHooks | None = None
+        self.ema: StudentEMA | None = None
+        self._live_weights: dict | None = None
+        self._iteration = 0
+
+    # ----------------------------------------------------------------------------- set-up
+    def _do_i_compile(self) -> bool:
+        """Never compile: forward hooks on a compiled graph are unreliable, and CPUs gain little."""
+        return False
+
+    def initialize(self) -> None:
+        if self.kd_options.mode != self.kd_mode:
+            raise RecokdError(f"{type(self).__name__} trains mode '{self.kd_mode}', options say '{self.kd_options.mode}'.")
+        with _ddp_without_device_ids() if self.is_ddp and self.device.type == "cpu" else nullcontext():
+            super().initialize()
+        for key in KD_LOG_KEYS:
+            self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
+        student = unwrap_network(self.network)
+        self.ema = StudentEMA(student, self.kd_options.ema_decay)
+        if self.kd_mode != "none":
+            self._set_up_teacher()
+        if self.kd_mode == "recokd":
+            self.student_hooks = EncoderFeatureHooks(student)
+            self.kd_loss = ReCoKDLoss(self.student_hooks.channels, self.teacher_hooks.channels, self.kd_options,
+                                      ignore_label=self.label_manager.ignore_label).to(self.device)
+            self.optimizer.add_param_group({"params": list(self.kd_loss.parameters())})
+            if self.is_ddp:  # adapters and MS-CA blocks are trained: their gradients must be averaged too
+                self.kd_loss = DistributedDataParallel(self.kd_loss)
+        elif self.kd_mode == "logit":
+            self.kd_loss = LogitKDLoss(self.kd_options.logit_temperature)
+
+    def _set_up_teacher(self) -> None:
+        if self.teacher_folder is None:
+            raise RecokdError("No teacher given: set teacher_folder (recokd distill --teacher).")
+        self.teacher = load_teacher(self.teacher_folder, self.teacher_fold, self.teacher_checkpoint, self.device,
+                                    dataset_json=self.dataset_json)
+        check_preprocessed_data(self.teacher, Path(self.preprocessed_dataset_folder_base))
+        self._check_student_fits_teacher()
+        self.teacher_hooks = EncoderFeatureHooks(self.teacher.network, detach=True)
+
+    def _check_student_fits_teacher(self) -> None:
+        """Same patch, depth and strides: features of each stage must have equal sizes."""
+        mine = self.configuration_manager
+        theirs = self.teacher.plans["configurations"][self.teacher.configuration]
+        for key in ("patch_size", "data_identifier"):
+            if list(np.atleast_1d(getattr(mine, key))) != list(np.atleast_1d(theirs[key])):
+                raise RecokdError(f"Student plans do not fit the teacher: {key} is {getattr(mine, key)} for the "
+                                  f"student, {theirs[key]} for the teacher. Derive the student plans from the "
+                                  "teacher's (recokd distill does).")
+        mine_strides = mine.network_arch_init_kwargs.get("strides")
+        theirs_strides = theirs["architecture"]["arch_kwargs"].get("strides")
+        if np.asarray(mine_strides).tolist() != np.asarray(theirs_strides).tolist():
+            raise RecokdError(f"Student plans do not fit the teacher: strides {mine_strides} vs {theirs_strides}.")
+
+    # ----------------------------------------------------------------------------- training
+    def _teacher_autocast(self):
+        if self.device.type != "cuda":
+            return nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _distillation_terms(self, data: torch.Tensor, output, target) -> dict[str, torch.Tensor]:
+        """KD terms for this batch; the student's forward (and its hooks) already ran."""
+        with torch.no_grad(), self._teacher_autocast():
+            teacher_logits = self.teacher.network(data)
+        if self.kd_mode == "logit":
+            student_logits = output[0] if isinstance(output, (list, tuple)) else output
+            return {"total": self.kd_loss(student_logits, teacher_logits)}
+        targets = target if isinstance(target, list) else [target]
+        return self.kd_loss(self.student_hooks.features, self.teacher_hooks.features, targets)
+
+    def _trained_parameters(self):
+        yield from self.network.parameters()
+        if self.kd_loss is not None:
+            yield from self.kd_loss.parameters()
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's step plus ``lambda(epoch) * L_kd`` (``lambda = 0`` for the plain student)."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        autocast = torch.autocast(self.device.type) if self.device.type == "cuda" else nullcontext()
+        with autocast:
+            output = self.network(data)
+            seg_loss = self.loss(output, target)
+            terms = self._distillation_terms(data, output, target) if self.kd_mode != "none" else {}
+            kd_lambda = kd_weight_at(self.current_epoch, self.num_epochs, self.kd_options)
+            loss = seg_loss + kd_lambda * terms["total"] if terms else seg_loss
+
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(list(self._trained_parameters()), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(self._trained_parameters()), 12)
+            self.optimizer.step()
+        self.ema.update(unwrap_network(self.network))
+
+        values = {"loss": loss.detach().cpu().numpy(), "seg_loss": seg_loss.detach().cpu().numpy(),
+                  "kd_lambda": np.float64(kd_lambda)}
+        values.update({f"kd_{name}": value.detach().cpu().numpy() for name, value in terms.items()})
+        self._iteration += 1
+        if self.on_step is not None:
+            self.on_step(self.current_epoch, self._iteration, values)
+        return values
+
+    def on_train_epoch_start(self) -> None:
+        self._iteration = 0
+        super().on_train_epoch_start()
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        super().on_train_epoch_end(train_outputs)
+        for key in KD_LOG_KEYS:
+            values = [float(o[key]) for o in train_outputs if key in o]
+            mean = float(np.mean(values)) if values else 0.0
+            if self.is_ddp:
+                gathered = [None] * dist.get_world_size()
+                dist.all_gather_object(gathered, mean)
+                mean = float(np.mean(gathered))
+            self.logger.log(key, mean, self.current_epoch)
+        self.print_to_log_file("distillation: " + ", ".join(
+            f"{key} {self.logger.get_value(key, step=-1):.4g}" for key in KD_LOG_KEYS))
+
+    # ----------------------------------------------------------------------------- validation on EMA
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        student = unwrap_network(self.network)
+        self._live_weights = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        student.load_state_dict(self.ema.state)
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        super().on_validation_epoch_end(val_outputs)
+        unwrap_network(self.network).load_state_dict(self._live_weights)
+        self._live_weights = None
+
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()
+        if self.local_rank == 0:
+            from recokd.evaluate.training_plots import plot_distillation_progress
+
+            plot_distillation_progress(self.logger.local_logger.my_fantastic_logging, Path(self.output_folder))
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        for hooks in (self.student_hooks, self.teacher_hooks):
+            if hooks is not None:
+                hooks.remove()
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _recokd_state(self) -> dict:
+        kd_modules = unwrap_network(self.kd_loss).state_dict() if self.kd_loss is not None else {}
+        return {
+            "ema_weights": self.ema.state,
+            "ema_updates": self.ema.num_updates,
+            "kd_modules": kd_modules,
+            "options": self.kd_options.to_dict(),
+            "teacher": self.teacher.describe() if self.teacher is not None else None,
+            "width": self.student_width,
+        }
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint keys plus ``"recokd"``; written atomically (temp file + rename)."""
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        save_atomically({
+            "network_weights": unwrap_network(self.network).state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": type(self).__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+            "recokd": self._recokd_state(),
+        }, Path(filename))
+
+    def load_checkpoint(self, filename_or_checkpoint: str | Path) -> None:
+        """Resume: nnU-Net's state, then the EMA and KD modules; refuses changed options."""
+        path = Path(filename_or_checkpoint)
+        saved = load_checkpoint(path).get("recokd")
+        if saved is None:
+            raise RecokdError(f"{path} was not written by a ReCoKD trainer; it cannot be resumed here.")
+        if saved["options"] != self.kd_options.to_dict():
+            changed = {k: (v, self.kd_options.to_dict().get(k)) for k, v in saved["options"].items()
+                       if self.kd_options.to_dict().get(k) != v}
+            raise RecokdError(f"Cannot resume {path} with different distillation options "
+                              f"(saved vs now: {changed}); resume with the same options or start a new run.")
+        super().load_checkpoint(str(path))
+        self.ema.load(saved["ema_weights"], saved["ema_updates"])
+        if self.kd_loss is not None and saved["kd_modules"]:
+            unwrap_network(self.kd_loss).load_state_dict(saved["kd_modules"])
+
+
+class ReCoKDTrainer_logitKD(ReCoKDTrainer):  # noqa: N801 (nnU-Net's variant naming)
+    """Baseline: the same student distilled with temperature-scaled KL on the logits only."""
+
+    kd_mode = "logit"
+
+
+class ReCoKDTrainer_noKD(ReCoKDTrainer):  # noqa: N801 (nnU-Net's variant naming)
+    """Baseline: the same student, schedule and EMA without any distillation (lambda = 0)."""
+
+    kd_mode = "none"
+
+
+TRAINERS = {cls.kd_mode: cls for cls in (ReCoKDTrainer, ReCoKDTrainer_logitKD, ReCoKDTrainer_noKD)}
