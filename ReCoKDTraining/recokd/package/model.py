@@ -96,4 +96,6 @@ class ModelPackage:
 
     @property
     def name(self) -> str:
-        return str(self.card.get("name") or (self.source.stem if self.source else "model"))
+        if self.card.get("name"):
+            return str(self.card["name"])
+        return self.source.name.split(".", 1)[0] if self.source else "model"

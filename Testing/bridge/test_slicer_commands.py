@@ -1,0 +1,168 @@
+"""Command lines built from the panels' parameters, the models list, and the install command.
+Needs no MRML."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from bridge_support import REPO
+from ReCoKDSegmentLib.commands import (
+    DistillParameters,
+    SegmentParameters,
+    distill_command,
+    models_add_command,
+    models_list_command,
+    parse_models_list,
+    recokd_launcher,
+    segment_command,
+)
+from ReCoKDSegmentLib.dependencies import (
+    bundled_version,
+    constraints_text,
+    find_training_package,
+    installed_versions,
+    pip_install_command,
+    stage_training_package,
+)
+
+LAUNCHER = ["/slicer/bin/PythonSlicer", "-m", "recokd"]
+
+
+def test_segment_command():
+    parameters = SegmentParameters("abdomen-quarter", Path("/tmp/in.nrrd"), Path("/tmp/out.nii.gz"), "cuda", fast=True)
+    assert segment_command(LAUNCHER, parameters) == [
+        "/slicer/bin/PythonSlicer", "-m", "recokd", "segment", "-m", "abdomen-quarter",
+        "-i", "/tmp/in.nrrd", "-o", "/tmp/out.nii.gz", "--device", "cuda", "--fast",
+        "--progress", "json", "--overwrite",
+    ]
+    accurate = SegmentParameters("/models/a.recokd.zip", Path("in"), Path("out"))
+    assert "--fast" not in segment_command(LAUNCHER, accurate)
+    assert segment_command(LAUNCHER, accurate)[-5:] == ["--device", "auto", "--progress", "json", "--overwrite"]
+
+
+@pytest.mark.parametrize(("change", "message"), [({"device": "gpu"}, "device"), ({"model": " "}, "choose a model")])
+def test_segment_parameters_are_checked(change, message):
+    with pytest.raises(ValueError, match=message):
+        SegmentParameters(**{"model": "m", "input": Path("i"), "output": Path("o"), **change})
+
+
+DISTILL = DistillParameters(
+    teacher=Path("/data/nnUNet_results/Dataset990_Phantom/nnUNetTrainer__nnUNetPlans__3d_fullres"),
+    dataset="990",
+    work_dir=Path("/work/distill"),
+    width="1/4",
+    fold=0,
+    epochs=50,
+    mode="recokd",
+    ms_ca="gc",
+    kd_weight=0.01,
+    device="cuda",
+)
+DISTILL_ARGUMENTS = [
+    "distill",
+    "--teacher", "/data/nnUNet_results/Dataset990_Phantom/nnUNetTrainer__nnUNetPlans__3d_fullres",
+    "--dataset", "990", "--width", "1/4", "--fold", "0", "--epochs", "50", "--mode", "recokd",
+    "--ms-ca", "gc", "--kd-weight", "0.01", "--device", "cuda", "--work-dir", "/work/distill",
+    "--progress", "json",
+]
+
+
+def test_distill_command_on_one_device():
+    assert distill_command(LAUNCHER, DISTILL) == [*LAUNCHER, *DISTILL_ARGUMENTS]
+
+
+def test_resume_adds_the_flag():
+    command = distill_command(LAUNCHER, DistillParameters(**{**DISTILL.__dict__, "resume": True}))
+    assert command[-3:] == ["--resume", "--progress", "json"]
+
+
+def test_distill_command_with_several_gpus_uses_torchrun():
+    command = distill_command(LAUNCHER, DistillParameters(**{**DISTILL.__dict__, "gpus": 4}))
+    assert command == [
+        "/slicer/bin/PythonSlicer", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4",
+        "-m", "recokd", *DISTILL_ARGUMENTS,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"teacher": Path("")}, "teacher"),
+        ({"dataset": ""}, "dataset"),
+        ({"work_dir": Path(".")}, "work folder"),
+        ({"width": "1/3"}, "student width"),
+        ({"mode": "fitnet"}, "KD mode"),
+        ({"ms_ca": "both"}, "MS-CA"),
+        ({"epochs": 0}, "epochs"),
+        ({"kd_weight": -1.0}, "KD weight"),
+        ({"gpus": 2, "device": "cpu"}, "several GPUs"),
+        ({"gpus": 0}, "GPU count"),
+    ],
+)
+def test_distill_parameters_are_checked(change, message):
+    with pytest.raises(ValueError, match=message):
+        DistillParameters(**{**DISTILL.__dict__, **change})
+
+
+def test_models_commands_and_list():
+    assert models_list_command(LAUNCHER) == [*LAUNCHER, "models", "list", "--json"]
+    assert models_add_command(LAUNCHER, Path("/d/s.recokd.zip")) == [*LAUNCHER, "models", "add", "/d/s.recokd.zip"]
+    assert models_add_command(LAUNCHER, Path("/d/s.recokd.zip"), overwrite=True)[-1] == "--overwrite"
+    label = {"value": 1, "name": "Liver", "color": [221, 130, 101],
+             "category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
+             "type": {"scheme": "SCT", "code": "10200004", "meaning": "Liver"}, "modifier": None, "custom": False}
+    text = json.dumps([{"name": "phantom", "path": "/m/phantom", "labels": [label], "description": "toy"}], indent=2)
+    (model,) = parse_models_list(text.splitlines())
+    assert (model.name, model.path, model.description, model.labels[0].name) == ("phantom", "/m/phantom", "toy", "Liver")
+    assert parse_models_list(["[]"]) == []
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_models_list(["Traceback (most recent call last):"])
+
+
+def test_launcher_defaults_to_a_python_interpreter():
+    python, flag, module = recokd_launcher()
+    assert (flag, module) == ("-m", "recokd")
+    assert Path(python).exists()
+
+
+def test_constraints_pin_installed_packages_only():
+    text = constraints_text({"SimpleITK": "2.4.0", "requests": "2.32.3", "torch": None})
+    assert text == "SimpleITK==2.4.0\nrequests==2.32.3\n"
+    versions = installed_versions(["numpy", "surely-not-installed-package"])
+    assert versions["surely-not-installed-package"] is None
+    assert re.match(r"\d+\.\d+", versions["numpy"])
+
+
+def test_pip_command_installs_the_package_folder_under_the_constraints():
+    assert pip_install_command("/py", Path("/stage/ReCoKDTraining"), Path("/stage/c.txt")) == [
+        "/py", "-m", "pip", "install", "--upgrade", "--disable-pip-version-check",
+        "-c", "/stage/c.txt", "/stage/ReCoKDTraining",
+    ]
+
+
+def test_the_bundled_training_package_is_found_and_versioned(tmp_path):
+    package = find_training_package(REPO / "ReCoKDSegment")
+    assert package == REPO / "ReCoKDTraining"
+    init = (package / "recokd" / "__init__.py").read_text()
+    assert f'__version__ = "{bundled_version(package)}"' in init
+    assert find_training_package(tmp_path / "module") is None
+
+
+def test_staging_copies_the_package_without_build_leftovers(tmp_path):
+    source = tmp_path / "src" / "ReCoKDTraining"
+    (source / "recokd").mkdir(parents=True)
+    (source / "pyproject.toml").write_text("[project]\nreadme = 'README.md'\n")
+    (source / "README.md").write_text("read me")
+    (source / "recokd" / "__init__.py").write_text('__version__ = "9.9"\n')
+    (source / "recokd.egg-info").mkdir()
+    (source / "recokd" / "__pycache__").mkdir()
+
+    staged = stage_training_package(source, tmp_path / "stage")
+
+    assert staged == tmp_path / "stage" / "ReCoKDTraining"
+    assert (staged / "pyproject.toml").is_file() and bundled_version(staged) == "9.9"
+    assert not (staged / "recokd.egg-info").exists() and not (staged / "recokd" / "__pycache__").exists()
+    assert (staged / "README.md").read_text() == "read me"

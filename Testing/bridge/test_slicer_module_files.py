@@ -1,0 +1,146 @@
+"""The parts of the Slicer module that only a real Slicer loads (the widget, the .ui file, the
+CMake files), checked statically: what the widget uses exists, every bound widget can show its
+parameter's type, the build lists every file, and imports stay within the rules."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+from bridge_support import REPO
+
+MODULE_DIR = REPO / "ReCoKDSegment"
+MODULE_SCRIPT = MODULE_DIR / "ReCoKDSegment.py"
+LIB_DIR = MODULE_DIR / "ReCoKDSegmentLib"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "ReCoKDSegment.ui"
+
+# Widget class each parameter type needs (slicer.parameterNodeWrapper.guiConnectors).
+CONNECTORS = {
+    "bool": {"QCheckBox", "QPushButton"},
+    "int": {"QSpinBox", "QSlider"},
+    "float": {"QDoubleSpinBox", "ctkSliderWidget"},
+    "str": {"QLineEdit", "QTextEdit"},
+    "str+Choice": {"QComboBox"},
+    "Path": {"ctkPathLineEdit", "ctkDirectoryButton"},
+    "node": {"qMRMLNodeComboBox"},
+}
+
+
+@pytest.fixture(scope="module")
+def module_tree() -> ast.Module:
+    return ast.parse(MODULE_SCRIPT.read_text())
+
+
+@pytest.fixture(scope="module")
+def ui_widgets() -> dict[str, ElementTree.Element]:
+    root = ElementTree.parse(UI_FILE).getroot()
+    return {widget.get("name"): widget for widget in root.iter("widget")}
+
+
+def parameter_fields(tree: ast.Module) -> dict[str, str]:
+    """Parameter node field -> kind (a key of CONNECTORS)."""
+    (node_class,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ReCoKDSegmentParameterNode"]
+    fields = {}
+    for statement in node_class.body:
+        if isinstance(statement, ast.AnnAssign):
+            annotation = ast.unparse(statement.annotation)
+            base = re.sub(r"^Annotated\[(\w+),.*\]$", r"\1", annotation)
+            kind = "node" if base.startswith("vtkMRML") else base
+            if kind == "str" and "Choice(" in annotation:
+                kind = "str+Choice"
+            fields[statement.target.id] = kind
+    return fields
+
+
+def test_widgets_used_by_the_module_exist_in_the_ui_file(module_tree, ui_widgets):
+    used = {
+        node.attr
+        for node in ast.walk(module_tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui"
+    }
+    assert used, "the widget uses no ui element?"
+    assert used <= set(ui_widgets), f"missing in {UI_FILE.name}: {sorted(used - set(ui_widgets))}"
+
+
+def test_bound_widgets_match_their_parameter_types(module_tree, ui_widgets):
+    fields = parameter_fields(module_tree)
+    bound = {}
+    for name, widget in ui_widgets.items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.find("string").text] = (name, widget.get("class"))
+    assert bound
+    for parameter, (widget_name, widget_class) in bound.items():
+        assert parameter in fields, f"{widget_name} is bound to unknown parameter {parameter!r}"
+        assert widget_class in CONNECTORS[fields[parameter]], (
+            f"{widget_name} ({widget_class}) cannot show {parameter}: {fields[parameter]}")
+    # Unbound parameters are set by the widget code itself.
+    assert set(fields) - set(bound) == {"model", "resultSegmentation"}
+
+
+def test_scene_reaches_every_node_selector(ui_widgets):
+    root = ElementTree.parse(UI_FILE).getroot()
+    receivers = {c.findtext("receiver") for c in root.iter("connection") if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    selectors = {name for name, widget in ui_widgets.items() if widget.get("class") == "qMRMLNodeComboBox"}
+    assert selectors and selectors == receivers
+
+
+def test_cmake_lists_every_script_and_resource():
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    listed = set(re.findall(r"\$\{MODULE_NAME\}Lib/(\w+\.py)", cmake))
+    assert listed == {path.name for path in LIB_DIR.glob("*.py")}
+    for resource in re.findall(r"Resources/\S+", cmake):
+        assert (MODULE_DIR / resource.replace("${MODULE_NAME}", "ReCoKDSegment")).is_file(), resource
+    assert "WITH_GENERIC_TESTS" in cmake and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
+
+
+def test_extension_cmake_declares_the_metadata():
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    for field in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert re.search(rf'set\(EXTENSION_{field} "[^"]+"\)', cmake), field
+    assert 'set(EXTENSION_CATEGORY "Segmentation")' in cmake
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in cmake
+    assert "add_subdirectory(ReCoKDSegment)" in cmake
+    assert (REPO / "Resources" / "Icons" / "ReCoKD.png").is_file()
+
+
+def test_reload_covers_every_lib_module(module_tree):
+    (assignment,) = [n for n in module_tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "LIB_MODULES"]
+    assert set(ast.literal_eval(assignment.value)) == {p.stem for p in LIB_DIR.glob("*.py")} - {"__init__"}
+
+
+def top_level_imports(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add(("." * node.level) + (node.module or ""))
+    return names
+
+
+def test_module_script_imports_only_slicer_and_the_standard_library_at_file_scope(module_tree):
+    allowed_roots = {"qt", "slicer", "vtk", "ReCoKDSegmentLib"} | set(sys.stdlib_module_names)
+    imports = top_level_imports(module_tree)
+    assert {name.split(".")[0] for name in imports} <= allowed_roots
+    # Lib modules loaded at start-up must stay light (numpy and SimpleITK load on first use).
+    for name in {n for n in imports if n.startswith("ReCoKDSegmentLib.")}:
+        lib_imports = top_level_imports(ast.parse((LIB_DIR / f"{name.split('.')[1]}.py").read_text()))
+        heavy = {i for i in lib_imports if i.split(".")[0] in {"numpy", "SimpleITK", "vtk", "slicer"}}
+        assert not heavy, f"{name} imports {heavy} at file scope"
+
+
+@pytest.mark.parametrize("path", sorted(LIB_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_lib_never_imports_qt_recokd_or_torch(path):
+    forbidden = {"qt", "ctk", "recokd", "torch", "PythonQt", "nnunetv2"}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots = {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            roots = {node.module.split(".")[0]}
+        else:
+            continue
+        assert not roots & forbidden, f"{path.name} imports {roots & forbidden}"
