@@ -162,6 +162,14 @@ def test_read_package_info_reads_card_and_labels(package_file):
     assert [label.name for label in info.labels] == list(phantom_dataset_json()["labels"])[1:]
 
 
+def test_read_package_info_lists_packages_whose_weights_exceed_the_text_cap(package_file, monkeypatch):
+    import recokd.package.archive as archive
+
+    weights_size = zipfile.ZipFile(package_file).getinfo("weights.safetensors").file_size
+    monkeypatch.setattr(archive, "MAX_TEXT_MEMBER_BYTES", weights_size // 2)
+    assert read_package_info(package_file).card["name"] == "tiny"
+
+
 # ---------------------------------------------------------------------------------------- refusals
 
 def test_not_a_zip_is_refused(tmp_path):

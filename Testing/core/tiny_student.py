@@ -103,9 +103,9 @@ def tiny_dataset_json() -> dict:
     }
 
 
-def tiny_package(seed: int = 0, mirror_axes=(0, 1, 2), **plans_options) -> ModelPackage:
-    """A package whose weights are a seeded random initialisation (biases nudged so labels vary)."""
-    plans, dataset_json = tiny_plans(**plans_options), tiny_dataset_json()
+def tiny_package(seed: int = 0, mirror_axes=(0, 1, 2), dataset_json: dict | None = None, **plans_options) -> ModelPackage:
+    """A package whose weights are a seeded random initialisation of the network the plans describe."""
+    plans, dataset_json = tiny_plans(**plans_options), dataset_json or tiny_dataset_json()
     torch.manual_seed(seed)
     network = build_network(plans, dataset_json, "3d_fullres")
     state = {k: v.detach().clone() for k, v in network.state_dict().items()}

@@ -60,3 +60,19 @@ def tiny_pipeline(tmp_path_factory) -> TinyPipeline:
            "--progress", "none", *TINY_SCHEDULE, env=env)
     teacher = work_dir / "nnUNet_results" / DATASET / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     return TinyPipeline(work_dir, env, teacher)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_package(tiny_pipeline) -> Path:
+    """The tiny teacher exported as a model package (a plain nnU-Net result exports too)."""
+    out = tiny_pipeline.work_dir / "packages" / "tiny_teacher.recokd.zip"
+    recokd("export", "--result", str(tiny_pipeline.teacher), "-o", str(out), "--name", "tiny-teacher",
+           env=tiny_pipeline.env)
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_test_case(tiny_pipeline) -> tuple[Path, Path]:
+    """A held-out phantom (image, reference labels): anisotropic spacing, oblique direction."""
+    raw = tiny_pipeline.work_dir / "nnUNet_raw" / DATASET
+    return raw / "imagesTs" / "phantom_006_0000.nii.gz", raw / "labelsTs" / "phantom_006.nii.gz"

@@ -9,6 +9,7 @@ from recokd.commands.training_options import (
     workspace_from,
 )
 from recokd.device import resolve_device
+from recokd.nnunet.student_plans import parse_width
 from recokd.nnunet.training import train_teacher
 
 
@@ -18,6 +19,7 @@ def register(subparsers) -> None:
                                           "nnU-Net model) on a prepared dataset.")
     add_training_arguments(p)
     p.add_argument("--configuration", default="3d_fullres")
+    p.add_argument("--width", default="1", help="1 (nnU-Net's default width) or 1/2, 1/4, 1/8 for a smaller teacher")
     p.set_defaults(func=run)
 
 
@@ -27,7 +29,8 @@ def run(args) -> int:
     try:
         with progress.quiet_stdout():
             folder = train_teacher(workspace_from(args), args.dataset, args.configuration, args.fold, schedule,
-                                   resolve_device(args.device), args.resume, on_epoch=progress.on_epoch)
+                                   resolve_device(args.device), args.resume, on_epoch=progress.on_epoch,
+                                   width=parse_width(args.width))
     finally:
         progress.close()
     progress.emit({"event": "result", "teacher": str(folder)})

@@ -8,6 +8,7 @@ and the ReCoKD trainer report progress the same way without changing their loops
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,6 @@ class EpochProgress:
         self._values[key] = value
         if key == "epoch_end_timestamps":
             values = {k: float(v) for k, v in self._values.items()
-                      if isinstance(v, (int, float)) and not k.endswith("timestamps")}
+                      if isinstance(v, numbers.Real) and not k.endswith("timestamps")}
             values["epoch_seconds"] = float(value - self._values.get("epoch_start_timestamps", value))
             self.callback(step + 1, self.num_epochs, values)

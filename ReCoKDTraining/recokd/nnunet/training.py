@@ -117,16 +117,20 @@ def train_teacher(
     device: torch.device = CPU,
     resume: bool = False,
     on_epoch: EpochCallback | None = None,
+    width: Fraction = Fraction(1),
 ) -> Path:
     """Train an ordinary nnU-Net model (``nnUNetTrainer``) and return its results folder.
 
-    The result is a stock nnU-Net model: nnU-Net's own tools can predict with it.
+    The result is a stock nnU-Net model: nnU-Net's own tools can predict with it. ``width`` < 1
+    trains a narrower teacher on the same preprocessed data (for CPU-sized demonstrations).
     """
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     workspace.activate()
     _default_augmentation_workers(device)
-    _, _, plans, dataset_json = _load_plans_and_dataset(workspace, dataset)
+    _, preprocessed, plans, dataset_json = _load_plans_and_dataset(workspace, dataset)
+    if width != 1:
+        plans = _narrowed_plans(plans, configuration, width, preprocessed)
     with distributed(device) as device:
         trainer = nnUNetTrainer(plans | {"continue_training": resume}, configuration, _fold(fold), dataset_json, device)
         schedule.apply(trainer)
@@ -168,12 +172,9 @@ def run_distillation(
     if not teacher_plans_file.is_file():
         raise RecokdError(f"{teacher_folder} has no plans.json: give the teacher's nnU-Net results folder "
                           "(…/<Trainer>__<Plans>__<configuration>).")
-    name, preprocessed, _, dataset_json = _load_plans_and_dataset(workspace, dataset)
-    student_plans = derive_student_plans(json.loads(teacher_plans_file.read_text()), configuration, width)
-    student_plans["dataset_name"] = name
+    _, preprocessed, _, dataset_json = _load_plans_and_dataset(workspace, dataset)
+    student_plans = _narrowed_plans(json.loads(teacher_plans_file.read_text()), configuration, width, preprocessed)
     with distributed(device) as device:
-        if not dist.is_initialized() or dist.get_rank() == 0:
-            (preprocessed / f"{student_plans['plans_name']}.json").write_text(json.dumps(student_plans, indent=2))
         trainer_class = TRAINERS[options.mode]
         trainer = trainer_class(student_plans | {"continue_training": resume}, configuration, _fold(fold),
                                 dataset_json, device)
@@ -190,6 +191,15 @@ def run_distillation(
         _resume_or_refuse(trainer, resume)
         trainer.run_training()
         return Path(trainer.output_folder_base)
+
+
+def _narrowed_plans(plans: dict, configuration: str, width: Fraction, preprocessed: Path) -> dict:
+    """Plans at ``width`` saved beside the dataset's plans, where nnU-Net looks for plans files."""
+    narrowed = derive_student_plans(plans, configuration, width)
+    narrowed["dataset_name"] = preprocessed.name
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank derives the same plans; one writes
+        (preprocessed / f"{narrowed['plans_name']}.json").write_text(json.dumps(narrowed, indent=2))
+    return narrowed
 
 
 def _fold(fold: int | str) -> int | str:

@@ -142,7 +142,7 @@ def load_package(path: Path, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -
 def read_package_info(path: Path) -> PackageInfo:
     """Card and labels of a package, checked, without reading its weights (for listing)."""
     path = Path(path)
-    with _open(path, MAX_TEXT_MEMBER_BYTES) as reader:
+    with _open(path, DEFAULT_MAX_MEMBER_BYTES) as reader:  # weights are listed, never read here
         checksums = reader.checksums()
         dataset_json = validation.check_dataset_json(reader.read_json(DATASET, checksums))
         labels = validation.parse_labels(reader.read_json(LABELS, checksums))

@@ -1,0 +1,302 @@
+"""Segment a volume with a model package, using nnU-Net's own predictor.
+
+Everything numerical is nnU-Net's: preprocessing (crop to non-zero, normalisation, resampling
+to the plans' spacing), the Gaussian-weighted sliding window with optional mirroring, and the
+resampling of logits back to the input grid (nnU-Net's default resampling through
+:mod:`.resampling`, same arrays without full-volume coordinate grids). This module adds what a
+GUI and a command line need around it: progress per tile, cancelling between tiles, a cheaper
+retry when memory runs out, input checks with messages a user can act on, and labels in the
+input's exact geometry.
+
+The array path follows ``nnUNetPredictor.predict_single_npy_array`` (no worker processes),
+with the input converted exactly as nnU-Net's ``SimpleITKIO`` reader converts a file, so the
+labels equal nnU-Net's own file-based prediction.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from recokd.device import resolve_device
+from recokd.errors import RecokdError
+from recokd.inference.image_io import labels_like, volume_array
+from recokd.inference.label_map import logits_to_labels
+from recokd.inference.progress import CancelToken, ProgressCallback, StageProgress, raise_if_cancelled
+from recokd.inference.validation import channels_first, check_finite, nnunet_spacing
+from recokd.nnunet.network import build_network
+from recokd.package.model import ModelPackage
+
+log = logging.getLogger(__name__)
+
+
+def _tile_predictor_class():
+    """nnU-Net's predictor with a hook between tiles (built lazily: nnU-Net is imported on first use)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    class TilePredictor(nnUNetPredictor):
+        """Reports each tile and stops between tiles on cancel or error, without stranding nnU-Net's thread.
+
+        nnU-Net's sliding window feeds tiles through a bounded queue from a producer thread. An
+        exception raised in the consumer loop would leave that thread blocked on the full queue
+        for the rest of the process, holding the whole image. So a stop is recorded instead:
+        the producer sees the tile list end, the remaining queued tiles are skipped without
+        running the network, and the recorded exception is raised once nnU-Net's loop is done.
+        """
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.cancel: CancelToken | None = None
+            self.on_tile: Callable[[int, int], None] | None = None
+            self._stop: BaseException | None = None
+            self._tiles = (0, 0)
+
+        def _internal_predict_sliding_window_return_logits(self, data, slicers, do_on_device: bool = True):
+            self._stop, self._tiles = None, (0, len(slicers))
+            logits = super()._internal_predict_sliding_window_return_logits(
+                data, _StoppableTiles(slicers, lambda: self._stop is not None), do_on_device
+            )
+            stop, self._stop = self._stop, None
+            if stop is not None:
+                raise stop
+            return logits
+
+        def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+            if self._stop is None:
+                try:
+                    raise_if_cancelled(self.cancel)
+                    prediction = super()._internal_maybe_mirror_and_predict(x)
+                    done, total = self._tiles[0] + 1, self._tiles[1]
+                    self._tiles = (done, total)
+                    if self.on_tile is not None:
+                        self.on_tile(done, total)
+                    return prediction
+                except BaseException as error:  # re-raised after nnU-Net's loop, see the class docstring
+                    self._stop = error
+            return torch.zeros((x.shape[0], self.label_manager.num_segmentation_heads, *x.shape[2:]), device=x.device)
+
+    return TilePredictor
+
+
+class _StoppableTiles:
+    """Tile slicers as nnU-Net's producer thread iterates them; the iteration ends once ``stopped()``."""
+
+    def __init__(self, slicers: Sequence, stopped: Callable[[], bool]) -> None:
+        self._slicers = slicers
+        self._stopped = stopped
+
+    def __len__(self) -> int:
+        return len(self._slicers)
+
+    def __iter__(self) -> Iterator:
+        for slicer in self._slicers:
+            if self._stopped():
+                return
+            yield slicer
+
+
+class StudentPredictor:
+    """A loaded model package ready to segment volumes (load once, call many times).
+
+    ``device``: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. ``mirroring``:
+    nnU-Net's test-time mirroring over the package's mirror axes (accurate; off is up to 8x
+    faster). ``tile_step``: sliding-window step as a fraction of the patch (0.5 is nnU-Net's
+    default; larger is faster and coarser). ``threads``: CPU threads for PyTorch during a call
+    (default: PyTorch's setting, restored afterwards).
+    """
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        device: str | torch.device = "auto",
+        mirroring: bool = True,
+        tile_step: float = 0.5,
+        threads: int | None = None,
+    ) -> None:
+        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        from recokd.inference.resampling import BoundedResamplingConfiguration
+
+        if not 0 < tile_step <= 1:
+            raise RecokdError(f"Tile step must be in (0, 1], got {tile_step}.")
+        if threads is not None and threads < 1:
+            raise RecokdError(f"Thread count must be at least 1, got {threads}.")
+        self.package = package
+        self.threads = threads
+        device = resolve_device(str(device))
+        plans_manager = PlansManager(package.plans)
+        # the configuration as nnU-Net reads it, its default resampling swapped for the memory-bounded equal
+        configuration_dict = plans_manager.get_configuration(package.configuration).configuration
+        configuration = BoundedResamplingConfiguration(configuration_dict)
+        if configuration.previous_stage_name is not None:
+            raise RecokdError(f"Configuration {package.configuration!r} is a cascade stage; ReCoKD runs single-stage models.")
+
+        network = build_network(package.plans, package.dataset_json, package.configuration)
+        try:
+            network.load_state_dict(package.state_dict, strict=True)
+        except RuntimeError as error:
+            detail = " ".join(str(error).split())  # PyTorch lists every mismatch on its own line
+            raise RecokdError(
+                f"The package's weights do not fit the network its plans describe: {detail[:400]}"
+            ) from error
+        network.eval()
+
+        with redirect_stdout(io.StringIO()):  # nnU-Net prints an on-device warning for every non-CUDA device
+            self._nnunet = _tile_predictor_class()(
+                tile_step_size=tile_step,
+                use_gaussian=True,
+                use_mirroring=mirroring,
+                perform_everything_on_device=device.type == "cuda",
+                device=device,
+                verbose=False,
+                allow_tqdm=False,
+            )
+        self._nnunet.manual_initialization(
+            network,
+            plans_manager,
+            configuration,
+            [package.state_dict],
+            package.dataset_json,
+            "nnUNetTrainer",
+            tuple(package.mirror_axes) if package.mirror_axes else None,
+        )
+        self._preprocessor = configuration.preprocessor_class(verbose=False)
+        self.input_channels = determine_num_input_channels(plans_manager, configuration, package.dataset_json)
+        log.info(
+            "model %s on %s (mirroring %s, tile step %s)", package.name, device, "on" if self.mirroring else "off", tile_step
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self._nnunet.device
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The network nnU-Net runs (eval mode, the package's weights), e.g. to count parameters."""
+        return self._nnunet.network
+
+    @property
+    def mirroring(self) -> bool:
+        """Whether test-time mirroring is used (off when asked, when the package allows no axes, or after a fallback)."""
+        return bool(self._nnunet.use_mirroring and self._nnunet.allowed_mirroring_axes)
+
+    def predict_array(
+        self,
+        image: np.ndarray,
+        spacing: Sequence[float],
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> np.ndarray:
+        """Labels ``(z, y, x)`` for ``image`` ``(z, y, x)`` or ``(c, z, y, x)`` with ``spacing`` in ITK order ``(x, y, z)``.
+
+        The array axes are those of ``sitk.GetArrayFromImage`` (and of Slicer's
+        ``arrayFromVolume``). The labels have the smallest unsigned dtype holding the largest
+        label. Raises :class:`RecokdError` for unusable input and :class:`CancelledError` when
+        ``cancel`` is set (checked between stages, tiles and classes).
+        """
+        report = StageProgress(progress)
+        data = channels_first(image, self.input_channels)
+        check_finite(data)
+        properties = {"spacing": nnunet_spacing(spacing)}
+        nnunet = self._nnunet
+        with self._torch_threads():
+            raise_if_cancelled(cancel)
+            report("preprocessing", 0.0, "preprocessing")
+            data, _, properties = self._preprocessor.run_case_npy(
+                data, None, properties, nnunet.plans_manager, nnunet.configuration_manager, nnunet.dataset_json
+            )
+            report("preprocessing", 1.0, f"preprocessed to {tuple(data.shape[1:])} voxels")
+            raise_if_cancelled(cancel)
+            logits = self._predict_logits(torch.from_numpy(data), report, cancel)
+            del data
+            report("resampling", 0.0, "resampling to the input grid")
+            labels = logits_to_labels(
+                logits,
+                properties,
+                nnunet.plans_manager,
+                nnunet.configuration_manager,
+                nnunet.label_manager,
+                cancel=cancel,
+                on_class=lambda done, total: report("resampling", done / total, f"class {done}/{total}"),
+            )
+        return labels
+
+    def predict_image(
+        self, image: sitk.Image, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> sitk.Image:
+        """Labels for a SimpleITK image, in its exact geometry (size, spacing, origin, direction)."""
+        array, spacing = volume_array(image)
+        return labels_like(self.predict_array(array, spacing, progress, cancel), image)
+
+    def _predict_logits(self, data: torch.Tensor, report: StageProgress, cancel: CancelToken | None) -> torch.Tensor:
+        """nnU-Net's sliding window ``(c, z, y, x) -> (classes, z, y, x)``, retried more cheaply on out-of-memory."""
+        nnunet = self._nnunet
+        last_percent = -1
+
+        def on_tile(done: int, total: int) -> None:
+            nonlocal last_percent
+            percent = 100 * done // total
+            if percent != last_percent:  # at most ~100 events per volume, whatever the tile count
+                last_percent = percent
+                report("predicting", done / total, f"tile {done}/{total}")
+
+        nnunet.cancel, nnunet.on_tile = cancel, on_tile
+        report("predicting", 0.0, "predicting")
+        try:
+            while True:
+                try:
+                    return nnunet.predict_sliding_window_return_logits(data).to("cpu")
+                except torch.OutOfMemoryError as error:
+                    notice = self._fall_back(error)
+                    log.warning(notice)
+                    report("predicting", 0.0, notice)
+        finally:
+            nnunet.cancel = nnunet.on_tile = None
+
+    def _fall_back(self, error: torch.OutOfMemoryError) -> str:
+        """Make the next attempt cheaper, and keep it so for later calls; returns the notice to show.
+
+        In order: mirroring off (no flipped copies of each tile and its output), result arrays
+        in host memory instead of on the GPU (the largest GPU allocation besides the network's
+        activations), then the CPU. A larger tile step would not help: every forward pass
+        still takes one full patch, and the result arrays are the size of the image.
+        """
+        from nnunetv2.utilities.helpers import empty_cache
+
+        nnunet = self._nnunet
+        empty_cache(nnunet.device)
+        if self.mirroring:
+            nnunet.use_mirroring = False
+            return "Out of memory: retrying without test-time mirroring."
+        if nnunet.perform_everything_on_device:
+            nnunet.perform_everything_on_device = False
+            return "Out of memory: retrying with the result arrays in host memory."
+        if nnunet.device.type != "cpu":
+            nnunet.device = torch.device("cpu")
+            nnunet.network.to(nnunet.device)
+            return "Out of memory on the GPU: retrying on the CPU (slower)."
+        raise RecokdError(
+            f"Out of memory even on the CPU without mirroring ({error}). Free memory, "
+            "or segment a smaller volume."
+        ) from error
+
+    @contextmanager
+    def _torch_threads(self) -> Iterator[None]:
+        """PyTorch's (process-wide) thread count set to ``threads`` for one call, then restored."""
+        if self.threads is None:
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
