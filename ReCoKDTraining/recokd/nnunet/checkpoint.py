@@ -34,20 +34,33 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise RecokdError(f"Checkpoint {path} does not exist.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut-off write loses its central directory
+        raise RecokdError(f"Checkpoint {path} is truncated or corrupt (not a complete PyTorch checkpoint). "
+                          "Use an earlier checkpoint or retrain.")
     try:
         with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise RecokdError(
             f"Checkpoint {path} holds objects other than tensors and plain data, so it is not loaded "
-            f"(unpickling it could run code). Details: {str(error).splitlines()[0]}"
+            f"(unpickling it could run code). Details: {_unsupported_global(error)}"
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        raise RecokdError(f"Checkpoint {path} is truncated or corrupt ({str(error).splitlines()[0]}). "
+        raise RecokdError(f"Checkpoint {path} is truncated or corrupt ({_first_line(error)}). "
                           "Use an earlier checkpoint or retrain.") from error
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise RecokdError(f"{path} is not an nnU-Net checkpoint (no 'network_weights').")
     return checkpoint
+
+
+def _unsupported_global(error: BaseException) -> str:
+    """torch names the refused class on a line of its own; that is the useful part."""
+    lines = str(error).splitlines()
+    return next((line.strip() for line in lines if "Unsupported global" in line), _first_line(error))
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def save_atomically(obj: object, path: Path) -> None:

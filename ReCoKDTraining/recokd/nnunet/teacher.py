@@ -122,3 +122,16 @@ def check_preprocessed_data(teacher: Teacher, preprocessed_dataset: Path) -> Non
             f"dataset with the teacher's plans first (recokd prepare, or nnUNetv2_preprocess -p "
             f"{teacher.plans_identifier} -c {teacher.configuration})."
         )
+
+
+def check_student_fits_teacher(student_configuration: dict, teacher_configuration: dict) -> None:
+    """Same patch, data and strides: each distilled stage must have the same size in both networks."""
+    for key in ("patch_size", "data_identifier"):
+        if student_configuration.get(key) != teacher_configuration.get(key):
+            raise RecokdError(
+                f"Student plans do not fit the teacher: {key} is {student_configuration.get(key)} for the student, "
+                f"{teacher_configuration.get(key)} for the teacher. Derive the student plans from the teacher's "
+                "(recokd distill does).")
+    strides = [c["architecture"]["arch_kwargs"].get("strides") for c in (student_configuration, teacher_configuration)]
+    if strides[0] != strides[1]:
+        raise RecokdError(f"Student plans do not fit the teacher: strides {strides[0]} vs {strides[1]}.")

@@ -36,7 +36,7 @@ from recokd.distill.schedule import kd_weight_at
 from recokd.errors import RecokdError
 from recokd.nnunet.checkpoint import load_checkpoint, save_atomically
 from recokd.nnunet.ema import StudentEMA
-from recokd.nnunet.teacher import Teacher, check_preprocessed_data, load_teacher
+from recokd.nnunet.teacher import Teacher, check_preprocessed_data, check_student_fits_teacher, load_teacher
 
 NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer's own default
 KD_LOG_KEYS = ("seg_loss", "kd_fg", "kd_bg", "kd_att", "kd_ctx", "kd_total", "kd_lambda")
@@ -128,22 +128,9 @@ class ReCoKDTrainer(nnUNetTrainer):
         self.teacher = load_teacher(self.teacher_folder, self.teacher_fold, self.teacher_checkpoint, self.device,
                                     dataset_json=self.dataset_json)
         check_preprocessed_data(self.teacher, Path(self.preprocessed_dataset_folder_base))
-        self._check_student_fits_teacher()
+        check_student_fits_teacher(self.configuration_manager.configuration,
+                                   self.teacher.plans["configurations"][self.teacher.configuration])
         self.teacher_hooks = EncoderFeatureHooks(self.teacher.network, detach=True)
-
-    def _check_student_fits_teacher(self) -> None:
-        """Same patch, depth and strides: features of each stage must have equal sizes."""
-        mine = self.configuration_manager
-        theirs = self.teacher.plans["configurations"][self.teacher.configuration]
-        for key in ("patch_size", "data_identifier"):
-            if list(np.atleast_1d(getattr(mine, key))) != list(np.atleast_1d(theirs[key])):
-                raise RecokdError(f"Student plans do not fit the teacher: {key} is {getattr(mine, key)} for the "
-                                  f"student, {theirs[key]} for the teacher. Derive the student plans from the "
-                                  "teacher's (recokd distill does).")
-        mine_strides = mine.network_arch_init_kwargs.get("strides")
-        theirs_strides = theirs["architecture"]["arch_kwargs"].get("strides")
-        if np.asarray(mine_strides).tolist() != np.asarray(theirs_strides).tolist():
-            raise RecokdError(f"Student plans do not fit the teacher: strides {mine_strides} vs {theirs_strides}.")
 
     # ----------------------------------------------------------------------------- training
     def _teacher_autocast(self):
