@@ -19,6 +19,7 @@ from pathlib import Path
 from recokd.data.phantom import PhantomConfig, write_dataset
 from recokd.distill.options import KDOptions
 from recokd.nnunet.prepare import prepare_dataset
+from recokd.nnunet.student_plans import student_plans_identifier
 from recokd.nnunet.training import Schedule, run_distillation, train_teacher
 from recokd.workspace import Workspace
 
@@ -27,19 +28,25 @@ DATASET = "Dataset990_ReCoKDPhantom"
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The demo's sizes, chosen so that a 2-core CPU finishes in well under 15 minutes."""
+    """The demo's sizes, chosen so that a 2-core CPU finishes in well under 15 minutes.
+
+    The teacher is nnU-Net's plans at half width (a "small teacher": full width needs hours on
+    a CPU to converge); the students are ``width`` of the teacher. On the phantom, nnU-Net
+    leaves its initial all-background phase after roughly 100 iterations, hence 256.
+    """
 
     train_cases: int = 16
     test_cases: int = 4
     size: int = 48
     seed: int = 0
+    teacher_width: Fraction = Fraction(1, 2)
     width: Fraction = Fraction(1, 4)
-    teacher_schedule: Schedule = field(default_factory=lambda: Schedule(12, 12, 2))
-    student_schedule: Schedule = field(default_factory=lambda: Schedule(12, 12, 2))
+    teacher_schedule: Schedule = field(default_factory=lambda: Schedule(16, 16, 2))
+    student_schedule: Schedule = field(default_factory=lambda: Schedule(16, 16, 2))
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["width"] = str(self.width)
+        d["teacher_width"], d["width"] = str(self.teacher_width), str(self.width)
         return d
 
 
@@ -86,30 +93,33 @@ def run_demo(work_dir: Path, config: DemoConfig, announce: Step, training_progre
         announce(f"Reusing the phantom dataset in {raw}")
     step("prepare", "nnU-Net planning and preprocessing", lambda: prepare_dataset(workspace, DATASET))
 
-    def train(label: str, schedule: Schedule, run: Callable[..., Path], result: Path) -> Path:
+    def train(key: str, label: str, schedule: Schedule, run: Callable[..., Path], result: Path) -> Path:
         if _trained(result):
             announce(f"Reusing the trained {label} in {result}")
             return result
-        progress = training_progress(label, schedule)
+        resume = (result / "fold_0" / "checkpoint_latest.pth").is_file()  # an interrupted earlier demo
+        progress = training_progress(key, schedule)
         try:
-            return step(label, f"Training the {label}", lambda: run(progress))
+            return step(key, f"{'Resuming' if resume else 'Training'} the {label}", lambda: run(progress, resume))
         finally:
             progress.close()
 
     results = workspace.results / DATASET
-    teacher = train("teacher", config.teacher_schedule,
-                    lambda p: train_teacher(workspace, DATASET, schedule=config.teacher_schedule, on_epoch=p.on_epoch),
-                    results / "nnUNetTrainer__nnUNetPlans__3d_fullres")
+    teacher_plans = student_plans_identifier("nnUNetPlans", config.teacher_width)
+    teacher = train("teacher", f"teacher (nnU-Net, width {config.teacher_width})", config.teacher_schedule,
+                    lambda p, resume: train_teacher(workspace, DATASET, schedule=config.teacher_schedule,
+                                                    resume=resume, on_epoch=p.on_epoch, width=config.teacher_width),
+                    results / f"nnUNetTrainer__{teacher_plans}__3d_fullres")
     students = {}
     for key, mode, trainer in (("student_recokd", "recokd", "ReCoKDTrainer"),
                                ("student_plain", "none", "ReCoKDTrainer_noKD")):
-        label = f"{key.replace('_', ' ')} (width {config.width})"
+        label = f"{key.replace('_', ' ')} ({config.width} of the teacher)"
         students[key] = train(
-            label, config.student_schedule,
-            lambda p, mode=mode: run_distillation(workspace, teacher, DATASET, config.width, KDOptions(mode=mode),
-                                                  schedule=config.student_schedule, on_epoch=p.on_epoch,
-                                                  on_step=p.on_step),
-            results / f"{trainer}__nnUNetPlans_ReCoKD_w{config.width.denominator}__3d_fullres")
+            key, label, config.student_schedule,
+            lambda p, resume, mode=mode: run_distillation(
+                workspace, teacher, DATASET, config.width, KDOptions(mode=mode), schedule=config.student_schedule,
+                resume=resume, on_epoch=p.on_epoch, on_step=p.on_step),
+            results / f"{trainer}__{student_plans_identifier(teacher_plans, config.width)}__3d_fullres")
 
     packages_dir = workspace.root / "packages"
     packages = step("export", "Exporting model packages", lambda: {

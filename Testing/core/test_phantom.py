@@ -37,7 +37,7 @@ def test_intensities_are_ct_like(cases):
     assert case.image.dtype == np.int16
     assert case.image.min() <= -900, "air outside the body"
     liver = case.image[case.labels == 1]
-    assert 20 < np.median(liver) < 110
+    assert 60 < np.median(liver) < 160, "contrast-enhanced liver"
     background = case.image[(case.labels == 0) & (case.image > -500)]
     assert np.std(background) > 5, "noise"
 

@@ -1,4 +1,4 @@
-"""Synthetic CT-like abdominal phantoms written as an nnU-Net v2 raw dataset.
+"""Synthetic CT-like abdominal phantoms (portal-venous contrast phase) as an nnU-Net v2 raw dataset.
 
 The phantom is the project's embedded default data: nothing is downloaded. Each case is a
 body outline (air, subcutaneous fat, soft tissue, a bony spine) holding organs of very
@@ -7,8 +7,8 @@ different sizes, so that small-structure accuracy can be measured:
 ==================  ============  =====================================
 structure           HU (mean)     size in a 64^3 case
 ==================  ============  =====================================
-liver               ~65           large (about 4 % of the volume)
-kidney_left/right   ~160          medium (about 0.5 % each)
+liver               ~110          large (about 4 % of the volume)
+kidney_left/right   ~180          medium (about 0.5 % each)
 adrenal_gland       ~35 in fat    tiny (< 0.1 %)
 vessel              ~250          tiny, thin curved tube (< 0.1 %)
 ==================  ============  =====================================
@@ -53,9 +53,9 @@ class Organ:
 ORGANS: dict[str, Organ] = {
     o.name: o
     for o in (
-        Organ("liver", 65.0, (0.15, -0.05, -0.35), (0.5, 0.45, 0.38)),
-        Organ("kidney_left", 160.0, (-0.2, 0.28, 0.42), (0.26, 0.2, 0.16)),
-        Organ("kidney_right", 160.0, (-0.25, 0.28, -0.42), (0.26, 0.2, 0.16)),
+        Organ("liver", 110.0, (0.15, -0.05, -0.35), (0.5, 0.45, 0.38)),
+        Organ("kidney_left", 180.0, (-0.2, 0.28, 0.42), (0.26, 0.2, 0.16)),
+        Organ("kidney_right", 180.0, (-0.25, 0.28, -0.42), (0.26, 0.2, 0.16)),
         Organ("adrenal_gland", 35.0, (0.22, 0.25, 0.3), (0.1, 0.07, 0.08)),
         Organ("vessel", 250.0, (0.0, 0.18, 0.06), (0.55, 0.04, 0.07), tube=True),
     )

@@ -2,8 +2,8 @@
 
 When a volume is anisotropic, nnU-Net's ``resample_data_or_seg`` resizes every slice in-plane
 into a float64 copy of the whole channel, then moves along the anisotropic axis with
-``map_coordinates`` on three float64 coordinate grids over the whole output (and a stacked
-copy of them): about 56 bytes per output voxel on top of the output itself. For a
+``map_coordinates``: three float64 coordinate grids over the whole output, a stacked copy of
+them and a float64 result, about 56 bytes per output voxel on top of the output itself. For a
 512x512x300 CT that is several GB, in preprocessing and again for every class of the logits.
 
 The in-plane step already gave the output's in-plane size, so along the anisotropic axis
@@ -13,7 +13,8 @@ exactly that slice by slice, into the preallocated output, resizing each source 
 once (two are held at a time) with nnU-Net's own in-plane function. The arithmetic is scipy's
 (coordinates, rounding, weights, ``mode="nearest"`` border, float64), so the arrays equal
 nnU-Net's bit for bit. Any other path (no anisotropic axis, ``order_z`` above 1, nothing to
-resample) is nnU-Net's own function, which holds no coordinate grids.
+resample) is nnU-Net's own function, which holds no coordinate grids there (skimage's resize
+of the whole channel: float64 copies of input and output).
 
 :class:`BoundedResamplingConfiguration` hands these functions to one predictor; nnU-Net's
 training and dataset preprocessing keep their own.
@@ -89,19 +90,28 @@ def resample_data_or_seg(
     for c in range(data.shape[0]):
         plane = _resized_planes(np.moveaxis(data[c], axis, 0), resize_plane)
         target = np.moveaxis(output[c], axis, 0)
-        if order_z == 0 or source_length == target_length:
+        if order_z == 0 or source_length == target_length:  # equal lengths: nnU-Net keeps the slices as resized
             for k, i in enumerate(_nearest_slices(source_length, target_length)):
                 target[k] = plane(i)
-            continue
-        for k, (lo, hi, w_lo, w_hi) in enumerate(zip(*_linear_slices(source_length, target_length))):
-            below, above = plane(lo), plane(hi)
-            if not is_seg:
-                target[k] = below * w_lo + above * w_hi
-                continue
-            for label in np.union1d(below, above):  # ascending: a later label overwrites, as in nnU-Net
-                blend = (below == label) * w_lo + (above == label) * w_hi
-                target[k][np.round(blend) > 0.5] = label
+        else:
+            for k, (lo, hi, w_lo, w_hi) in enumerate(zip(*_linear_slices(source_length, target_length))):
+                _blend_into(target[k], plane(lo), plane(hi), w_lo, w_hi, is_seg)
     return output
+
+
+def _blend_into(out: np.ndarray, below: np.ndarray, above: np.ndarray, w_lo: float, w_hi: float, is_seg: bool) -> None:
+    """Write one output slice of the linear step, ``below * w_lo + above * w_hi`` in float64, into ``out``.
+
+    Segmentations are blended per label as nnU-Net does: the label goes where its blended
+    indicator rounds to 1, labels in ascending order so that a later one overwrites. Labels in
+    neither slice would blend to 0 everywhere, so only those of the two slices are visited.
+    """
+    if not is_seg:
+        out[...] = below * w_lo + above * w_hi
+        return
+    for label in np.union1d(below, above):
+        blend = (below == label) * w_lo + (above == label) * w_hi
+        out[np.round(blend) > 0.5] = label
 
 
 def _resized_planes(slices: np.ndarray, resize_plane: Callable[[np.ndarray], np.ndarray]) -> Callable[[int], np.ndarray]:

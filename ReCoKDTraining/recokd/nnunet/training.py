@@ -162,10 +162,40 @@ def run_distillation(
     The student plans (teacher plans, narrower) are written next to the teacher's plans in the
     preprocessed dataset folder, so nnU-Net finds the shared preprocessed data.
     """
-    from recokd.nnunet.trainer import TRAINERS
-
     workspace.activate()
     _default_augmentation_workers(device)
+    with distributed(device) as device:
+        trainer = build_student_trainer(workspace, teacher_folder, dataset, width, options, fold, device,
+                                        teacher_fold, teacher_checkpoint, continue_training=resume)
+        schedule.apply(trainer)
+        trainer.on_step = on_step
+        trainer.initialize()
+        if on_epoch is not None:
+            EpochProgress(schedule.epochs, on_epoch).attach(trainer)
+        _resume_or_refuse(trainer, resume)
+        trainer.run_training()
+        return Path(trainer.output_folder_base)
+
+
+def build_student_trainer(
+    workspace: Workspace,
+    teacher_folder: Path,
+    dataset: str | int,
+    width: Fraction,
+    options: KDOptions,
+    fold: int | str = 0,
+    device: torch.device = CPU,
+    teacher_fold: int | str = 0,
+    teacher_checkpoint: str = "checkpoint_final.pth",
+    continue_training: bool = False,
+):
+    """The ReCoKD trainer of ``options.mode`` for a student of ``width``, configured, not yet initialised.
+
+    Set the schedule (and anything else nnU-Net reads in ``initialize``) before calling
+    ``initialize()``.
+    """
+    from recokd.nnunet.trainer import TRAINERS
+
     teacher_folder = Path(teacher_folder).resolve()
     configuration = configuration_of_results_folder(teacher_folder)
     teacher_plans_file = teacher_folder / "plans.json"
@@ -174,23 +204,14 @@ def run_distillation(
                           "(…/<Trainer>__<Plans>__<configuration>).")
     _, preprocessed, _, dataset_json = _load_plans_and_dataset(workspace, dataset)
     student_plans = _narrowed_plans(json.loads(teacher_plans_file.read_text()), configuration, width, preprocessed)
-    with distributed(device) as device:
-        trainer_class = TRAINERS[options.mode]
-        trainer = trainer_class(student_plans | {"continue_training": resume}, configuration, _fold(fold),
-                                dataset_json, device)
-        schedule.apply(trainer)
-        trainer.kd_options = options
-        trainer.teacher_folder = teacher_folder
-        trainer.teacher_fold = teacher_fold
-        trainer.teacher_checkpoint = teacher_checkpoint
-        trainer.student_width = str(width)
-        trainer.on_step = on_step
-        trainer.initialize()
-        if on_epoch is not None:
-            EpochProgress(schedule.epochs, on_epoch).attach(trainer)
-        _resume_or_refuse(trainer, resume)
-        trainer.run_training()
-        return Path(trainer.output_folder_base)
+    trainer = TRAINERS[options.mode](student_plans | {"continue_training": continue_training}, configuration,
+                                     _fold(fold), dataset_json, device)
+    trainer.kd_options = options
+    trainer.teacher_folder = teacher_folder
+    trainer.teacher_fold = teacher_fold
+    trainer.teacher_checkpoint = teacher_checkpoint
+    trainer.student_width = str(width)
+    return trainer
 
 
 def _narrowed_plans(plans: dict, configuration: str, width: Fraction, preprocessed: Path) -> dict:

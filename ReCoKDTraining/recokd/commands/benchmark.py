@@ -1,0 +1,87 @@
+"""``recokd benchmark``: teacher vs ReCo-KD, plain and logit-KD students, measured in one run.
+
+``recokd benchmark --dataset hippocampus --schedule cpu`` runs the protocol of
+:mod:`recokd.evaluate.protocol` and writes ``<name>.json``, ``<name>.md`` and the PNG plots;
+``recokd benchmark --update-readme`` only regenerates the README's results table from a
+results JSON, ``--render`` the report and plots beside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recokd.device import DEVICE_CHOICES
+from recokd.distill.options import MS_CA_FORMS
+from recokd.workspace import DEFAULT_WORK_DIR
+
+DEFAULT_SOURCE = Path("../shared/data/Dataset004_Hippocampus")
+DEFAULT_RESULTS = Path("ReCoKDTraining/benchmarks/results/hippocampus.json")
+
+
+def register(subparsers) -> None:
+    from recokd.evaluate.protocol import DATASETS, PRESETS
+
+    p = subparsers.add_parser(
+        "benchmark", help="compare teacher and students (Dice, HD95, size, speed, memory) in one run",
+        description="Trains an nnU-Net teacher and three students of the same width (ReCo-KD, no KD, logit KD) on "
+                    "a fixed seeded train split, evaluates all four on the held-out test split, times them on a "
+                    "CT-sized volume and times the KD step; writes JSON, Markdown and PNG results. "
+                    "Schedules: " + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items()))
+    p.add_argument("--dataset", choices=list(DATASETS), default="hippocampus")
+    p.add_argument("--schedule", choices=list(PRESETS), default="cpu", help="named size of the run (default cpu)")
+    p.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
+                   help=f"Hippocampus in nnU-Net raw format, only read (default {DEFAULT_SOURCE})")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help=f"nnU-Net folders, models and packages (default {DEFAULT_WORK_DIR}/benchmark_<dataset>_<schedule>)")
+    p.add_argument("--output-dir", type=Path, default=None, help="where the results go (default <work-dir>/results)")
+    p.add_argument("--width", default="1/4", help="student width; narrower if above 1/10 of the teacher's parameters")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of every training")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of the cases held out for testing")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="training device")
+    p.add_argument("--ms-ca", choices=MS_CA_FORMS, default="gc", help="MS-CA form of the ReCo-KD student")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads for the whole run: training, evaluation, timing (default: PyTorch's choice)")
+    p.add_argument("--no-mirroring", action="store_true", help="evaluate without test-time mirroring")
+    readme = p.add_argument_group("from an existing results JSON (no benchmark run)")
+    readme.add_argument("--update-readme", action="store_true",
+                        help="regenerate the README's results table from --results and exit")
+    readme.add_argument("--render", action="store_true",
+                        help="regenerate the Markdown report and plots beside --results (e.g. after adding notes "
+                             "with the analysis of a missed target to its 'notes') and exit")
+    readme.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help=f"results JSON (default {DEFAULT_RESULTS})")
+    readme.add_argument("--readme", type=Path, default=Path("README.md"), help="README to update (default README.md)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from recokd.evaluate.report import read_results, update_readme, write_report
+
+    if args.render:
+        paths = write_report(read_results(args.results), args.results.parent, args.results.name.removesuffix(".json"))
+        print(f"Rendered {paths['markdown']} and its plots from {args.results}")
+        if not args.update_readme:
+            return 0
+    if args.update_readme:
+        changed = update_readme(args.readme, args.results)
+        print(f"{args.readme}: results table {'updated' if changed else 'already up to date'} from {args.results}")
+        return 0
+    return _run_benchmark(args)
+
+
+def _run_benchmark(args) -> int:
+    from recokd.distill.options import KDOptions
+    from recokd.evaluate.protocol import PRESETS, BenchmarkConfig, run_benchmark
+    from recokd.evaluate.report import target_checks, write_report
+    from recokd.nnunet.student_plans import parse_width
+
+    work_dir = args.work_dir or DEFAULT_WORK_DIR / f"benchmark_{args.dataset}_{args.schedule}"
+    config = BenchmarkConfig(
+        dataset=args.dataset, preset=PRESETS[args.schedule], work_dir=work_dir,
+        source=args.source if args.dataset == "hippocampus" else None, width=parse_width(args.width),
+        seed=args.seed, test_fraction=args.test_fraction, device=args.device,
+        kd_options=KDOptions(ms_ca=args.ms_ca), mirroring=not args.no_mirroring, threads=args.threads)
+    results = run_benchmark(config)
+    paths = write_report(results, args.output_dir or work_dir / "results", args.dataset)
+    for check in target_checks(results):
+        print(f"{check.status:>12}  {check.target}: {check.measured}")
+    print(f"Results: {paths['json']}\nReport:  {paths['markdown']}")
+    return 0

@@ -1,0 +1,185 @@
+"""The benchmark's figures, drawn from its results JSON alone (never from typed numbers).
+
+* Dice against parameters, and against latency per case: the accuracy/cost trade-off;
+* Dice per class as grouped bars;
+* Dice of every structure in every test case against that structure's volume (log scale),
+  with each structure's mean: does distillation help the small structures?
+
+Dice is shown in percent, as papers report it. Every figure is drawn in Matplotlib's default
+style, whatever the process has set globally (nnU-Net's progress plot switches on seaborn's
+large-font theme for the whole process).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+MODEL_LABELS = {
+    "teacher": "Teacher (nnU-Net)",
+    "student_recokd": "Student, ReCo-KD",
+    "student_logitkd": "Student, logit KD",
+    "student_plain": "Student, no KD",
+}
+MODEL_COLOURS = {"teacher": "tab:blue", "student_recokd": "tab:red", "student_logitkd": "tab:orange",
+                 "student_plain": "tab:gray"}
+MARKERS = "osD^v<>Px*"
+
+
+def model_label(key: str) -> str:
+    return MODEL_LABELS.get(key, key)
+
+
+def _colour(key: str, index: int) -> str:
+    return MODEL_COLOURS.get(key, f"C{index}")
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def _log_x(ax, formatter) -> None:
+    """Log-scaled x axis labelled at 1, 2 and 5 of every decade, so a narrow range still has labels."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(formatter)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+PLAIN_NUMBER = FuncFormatter(lambda value, _: f"{value:g}")
+
+
+def _default_style(plot: Callable[[dict, Path], Path]) -> Callable[[dict, Path], Path]:
+    @functools.wraps(plot)
+    def drawn(results: dict, path: Path) -> Path:
+        with plt.style.context("default"):
+            return plot(results, path)
+
+    return drawn
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _trade_off(results: dict, path: Path, x_of, x_label: str, title: str, formatter=PLAIN_NUMBER) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for index, (key, model) in enumerate(results["models"].items()):
+        x, y = x_of(model), _percent(model.get("mean_dice"))
+        if x is not None and y is not None:
+            ax.scatter([x], [y], s=70, color=_colour(key, index), marker=MARKERS[index % len(MARKERS)],
+                       label=model_label(key), zorder=3)
+    _log_x(ax, formatter)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("mean Dice (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+@_default_style
+def plot_dice_vs_params(results: dict, path: Path) -> Path:
+    """Mean Dice against the parameter count (log scale), one point per model."""
+    return _trade_off(results, path, lambda m: m.get("params"), "parameters (log scale)", "Accuracy vs size",
+                      EngFormatter())
+
+
+def latency_of(model: dict) -> float | None:
+    """Seconds per test case: on the CPU when measured there, else on the GPU."""
+    return model.get("cpu_latency_s") if model.get("cpu_latency_s") is not None else model.get("gpu_latency_s")
+
+
+@_default_style
+def plot_dice_vs_latency(results: dict, path: Path) -> Path:
+    """Mean Dice against the latency per test case (log scale), one point per model."""
+    device = "CPU" if any(m.get("cpu_latency_s") is not None for m in results["models"].values()) else "GPU"
+    return _trade_off(results, path, latency_of, f"{device} latency per test case, s (log scale)",
+                      "Accuracy vs speed")
+
+
+@_default_style
+def plot_dice_per_class(results: dict, path: Path) -> Path:
+    """Grouped bars: mean Dice of each class, one bar per model."""
+    models = results["models"]
+    classes = list(next(iter(models.values()))["dice_per_class"])
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(classes) * len(models) + 2), 4.5))
+    for index, (key, model) in enumerate(models.items()):
+        heights = [_percent(model["dice_per_class"].get(name)) or 0.0 for name in classes]
+        positions = [c + (index - (len(models) - 1) / 2) * width for c in range(len(classes))]
+        bars = ax.bar(positions, heights, width, color=_colour(key, index), label=model_label(key))
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=20 if len(classes) > 3 else 0)
+    ax.set_ylabel("Dice (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Dice per class (mean over test cases)", fontsize=10)
+    return _save(fig, path)
+
+
+def structure_points(model: dict) -> dict[str, list[tuple[float, float]]]:
+    """``{structure: [(reference volume ml, Dice), ...]}`` over the cases where both are defined."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for case in model.get("cases", []):
+        for name, dice in case["dice"].items():
+            volume = case["volume_ml"].get(name)
+            if dice is not None and volume:
+                points.setdefault(name, []).append((volume, dice))
+    return points
+
+
+@_default_style
+def plot_dice_vs_volume(results: dict, path: Path) -> Path:
+    """Dice of each structure in each case against its volume (log x); large markers: each structure's mean."""
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    structures: list[str] = []
+    for index, (key, model) in enumerate(results["models"].items()):
+        colour = _colour(key, index)
+        means = []
+        for name, points in structure_points(model).items():
+            if name not in structures:
+                structures.append(name)
+            marker = MARKERS[structures.index(name) % len(MARKERS)]
+            volumes, dices = zip(*points)
+            ax.scatter(volumes, [100 * d for d in dices], s=10, color=colour, marker=marker, alpha=0.25)
+            means.append((sum(volumes) / len(volumes), 100 * sum(dices) / len(dices), marker))
+        means.sort()
+        if means:
+            ax.plot([m[0] for m in means], [m[1] for m in means], color=colour, label=model_label(key), lw=1.5)
+            for volume, dice, marker in means:
+                ax.scatter([volume], [dice], s=60, color=colour, marker=marker, edgecolors="black", zorder=3)
+    for index, name in enumerate(structures):  # legend entries for the structure markers
+        ax.scatter([], [], marker=MARKERS[index % len(MARKERS)], color="white", edgecolors="black", label=name)
+    _log_x(ax, PLAIN_NUMBER)
+    ax.set_xlabel("structure volume in the reference, ml (log scale)")
+    ax.set_ylabel("Dice (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.set_title("Dice per structure vs structure volume (small structures on the left)", fontsize=10)
+    return _save(fig, path)
+
+
+PLOTS = {
+    "dice_vs_params": plot_dice_vs_params,
+    "dice_vs_latency": plot_dice_vs_latency,
+    "dice_per_class": plot_dice_per_class,
+    "dice_vs_volume": plot_dice_vs_volume,
+}
+
+
+def write_plots(results: dict, out_dir: Path, name: str) -> dict[str, Path]:
+    """Every plot of :data:`PLOTS` as ``out_dir/<name>_<plot>.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {kind: plot(results, out_dir / f"{name}_{kind}.png") for kind, plot in PLOTS.items()}

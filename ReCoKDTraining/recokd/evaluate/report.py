@@ -1,0 +1,273 @@
+"""Benchmark results as files: ``<name>.json``, a Markdown report and PNG plots beside it.
+
+The JSON is the record; everything else is generated from it, so no figure is ever typed by
+hand. Its schema (``None`` wherever something was not measured or is undefined)::
+
+    benchmark, title, created, dataset{...}, device{...}, schedule{...}, split{seed, train, test, ...},
+    seeds{...}, versions{package: version}, options{kd, width, evaluation, ct_volume, ...},
+    notes[str],
+    models{key: {params, flops, mean_dice, dice_per_class{name}, hd95_per_class{name}, mean_hd95_mm,
+                 cpu_latency_s, gpu_latency_s, ct_cpu_latency_s, peak_rss_mb, cases[...]}},
+    kd_step_ratio, kd_step_timing{kd_step_s, plain_step_s, device, ...}
+
+Model keys are ``teacher``, ``student_recokd``, ``student_plain`` and ``student_logitkd``.
+Dice is stored in [0, 1] and shown in percent ("Dice points" are percentage points).
+:func:`update_readme` puts :func:`markdown_table` between ``<!-- results:<name>:start -->``
+and ``<!-- results:<name>:end -->`` in a README.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from recokd.errors import RecokdError
+from recokd.evaluate.plots import model_label, write_plots
+
+log = logging.getLogger(__name__)
+
+TEACHER, RECOKD, PLAIN, LOGIT = "teacher", "student_recokd", "student_plain", "student_logitkd"
+DICE_MARGIN_POINTS = 0.5  # ReCo-KD student within this many Dice points of the teacher ...
+MAX_PARAM_RATIO = 0.1  # ... with at most this fraction of its parameters
+DICE_GAIN_POINTS = 0.5  # ReCo-KD student at least this many points above the plain student
+MIN_CT_SPEEDUP = 6.0  # student CPU latency on the CT-sized volume, teacher / student
+MAX_STUDENT_RSS_MB = 4096.0  # 4 GB
+MAX_GPU_STEP_RATIO = 1.6  # KD training step over plain step, on a GPU
+MISSING = "–"
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One target of the benchmark, what was measured, and ``met`` / ``missed`` / ``not measured``."""
+
+    target: str
+    measured: str
+    status: str
+
+
+# ----------------------------------------------------------------------------- files
+def write_report(results: dict, out_dir: Path, name: str | None = None) -> dict[str, Path]:
+    """Write ``<name>.json``, ``<name>.md`` and ``<name>_<plot>.png`` into ``out_dir``; returns the paths by kind."""
+    out_dir = Path(out_dir)
+    name = name or results["benchmark"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = json_ready(results)
+    paths = {"json": out_dir / f"{name}.json"}
+    paths["json"].write_text(json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    plots = write_plots(results, out_dir, name)
+    paths["markdown"] = out_dir / f"{name}.md"
+    paths["markdown"].write_text(markdown_report(results, {k: p.name for k, p in plots.items()}), encoding="utf-8")
+    log.info("Wrote %s, %s and %d plots", paths["json"], paths["markdown"], len(plots))
+    return paths | plots
+
+
+def read_results(path: Path) -> dict:
+    """A results JSON written by :func:`write_report`."""
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RecokdError(f"Cannot read benchmark results {path}: {error}") from error
+    if not isinstance(results, dict) or not isinstance(results.get("models"), dict):
+        raise RecokdError(f"{path} is not a benchmark results file (no 'models').")
+    return results
+
+
+def json_ready(value):
+    """``value`` with NaN and infinities as ``None``, tuples as lists and other objects as strings."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if callable(getattr(value, "item", None)):  # numpy / torch scalars
+        return json_ready(value.item())
+    return str(value)
+
+
+def update_readme(readme: Path, results_json: Path) -> bool:
+    """Replace the README's block between the results markers with the table of ``results_json``.
+
+    The block names the benchmark (``<!-- results:hippocampus:start -->``) and ends with a link
+    to the full report. Returns whether the README changed.
+    """
+    readme, results_json = Path(readme), Path(results_json)
+    results = read_results(results_json)
+    name = results_json.name.removesuffix(".json")
+    start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(text):
+        raise RecokdError(f"{readme} has no '{start}' ... '{end}' markers; add them where the table belongs.")
+    report = Path(os.path.relpath(results_json.with_suffix(".md"), readme.parent)).as_posix()
+    block = f"{start}\n{markdown_table(results)}\n\n{_provenance(results)} Full report: [{report}]({report}).\n{end}"
+    updated = pattern.sub(lambda _: block, text)
+    if updated != text:
+        readme.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
+# ----------------------------------------------------------------------------- Markdown
+def markdown_table(results: dict) -> str:
+    """The results table (one row per model) in GitHub Markdown, from the results JSON alone."""
+    models = results["models"]
+    classes = list(next(iter(models.values()))["dice_per_class"])
+    teacher = models.get(TEACHER, {})
+    header = ["Model", "Params", "Params vs teacher", "GFLOPs / patch",
+              *[f"Dice {c} (%)" for c in classes], "Mean Dice (%)", *[f"HD95 {c} (mm)" for c in classes],
+              "CPU s / case", "GPU s / case", "CT volume CPU s", "CT speed-up", "Peak RSS (MB)"]
+    rows = []
+    for key, model in models.items():
+        rows.append([
+            model_label(key),
+            _millions(model.get("params")),
+            _ratio(model.get("params"), teacher.get("params")),
+            _number(_scaled(model.get("flops"), 1e-9), 2),
+            *[_number(_scaled(model["dice_per_class"].get(c), 100), 2) for c in classes],
+            _number(_scaled(model.get("mean_dice"), 100), 2),
+            *[_number(model.get("hd95_per_class", {}).get(c), 2) for c in classes],
+            _number(model.get("cpu_latency_s"), 3),
+            _number(model.get("gpu_latency_s"), 3),
+            _number(model.get("ct_cpu_latency_s"), 1),
+            _speedup(teacher.get("ct_cpu_latency_s"), model.get("ct_cpu_latency_s")),
+            _number(model.get("peak_rss_mb"), 0),
+        ])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def target_checks(results: dict) -> list[TargetCheck]:
+    """The issue's targets, each judged on the measured numbers (``not measured`` when one is missing)."""
+    models = results["models"]
+    teacher, recokd, plain = models.get(TEACHER, {}), models.get(RECOKD, {}), models.get(PLAIN, {})
+    checks = []
+
+    gap = _difference(teacher.get("mean_dice"), recokd.get("mean_dice"))
+    share = _quotient(recokd.get("params"), teacher.get("params"))
+    checks.append(_check(
+        f"ReCo-KD student within {DICE_MARGIN_POINTS} Dice points of the teacher with ≤ 1/10 of its parameters",
+        None if gap is None or share is None else
+        f"{-100 * gap:+.2f} points vs teacher, {100 * share:.1f} % of its parameters",
+        None if gap is None or share is None else 100 * gap <= DICE_MARGIN_POINTS and share <= MAX_PARAM_RATIO))
+
+    gain = _difference(recokd.get("mean_dice"), plain.get("mean_dice"))
+    checks.append(_check(
+        f"ReCo-KD student ≥ {DICE_GAIN_POINTS} Dice points above the plain student",
+        None if gain is None else f"{100 * gain:+.2f} points",
+        None if gain is None else 100 * gain >= DICE_GAIN_POINTS))
+
+    hd_recokd, hd_plain = recokd.get("mean_hd95_mm"), plain.get("mean_hd95_mm")
+    known = hd_recokd is not None and hd_plain is not None
+    checks.append(_check(
+        "ReCo-KD student's HD95 no worse than the plain student's (mean over classes)",
+        f"{hd_recokd:.2f} mm vs {hd_plain:.2f} mm" if known else None,
+        hd_recokd <= hd_plain if known else None))
+
+    speedup = _quotient(teacher.get("ct_cpu_latency_s"), recokd.get("ct_cpu_latency_s"))
+    checks.append(_check(
+        f"Student ≥ {MIN_CT_SPEEDUP:g}× faster than the teacher on the CT-sized volume (CPU, same run)",
+        None if speedup is None else f"{speedup:.1f}×",
+        None if speedup is None else speedup >= MIN_CT_SPEEDUP))
+
+    rss = recokd.get("peak_rss_mb")
+    checks.append(_check(
+        f"Student peak RSS ≤ {MAX_STUDENT_RSS_MB / 1024:g} GB on the CT-sized volume",
+        None if rss is None else f"{rss:.0f} MB",
+        None if rss is None else rss <= MAX_STUDENT_RSS_MB))
+
+    timing = results.get("kd_step_timing") or {}
+    ratio, on_gpu = results.get("kd_step_ratio"), str(timing.get("device", "")).startswith("cuda")
+    measured = None if ratio is None else f"{ratio:.2f}× on {timing.get('device', 'an unknown device')}"
+    checks.append(_check(f"KD training step ≤ {MAX_GPU_STEP_RATIO}× the plain step on a GPU", measured,
+                         ratio <= MAX_GPU_STEP_RATIO if ratio is not None and on_gpu else None))
+    return checks
+
+
+def markdown_report(results: dict, plot_files: dict[str, str]) -> str:
+    """The whole report: provenance, results table, targets, notes, plots and set-up."""
+    lines = [f"# {results.get('title', 'ReCo-KD benchmark')}", "", _provenance(results), ""]
+    if results.get("schedule", {}).get("preset") == "smoke":
+        lines += ["> **Smoke run**: a pipeline check with a few training iterations. The numbers below say "
+                  "nothing about the method.", ""]
+    lines += ["## Results", "", markdown_table(results), "",
+              "Dice and HD95 are means over the test cases (a class absent from both the reference and the "
+              "prediction is left out; HD95 is undefined when either is empty). Latency per case is the "
+              "prediction alone, after a warm-up. The CT-sized volume is measured in a fresh process per "
+              "model; peak RSS is that process's high-water mark (1 MB = 2^20 bytes).", "",
+              "## Targets", "", "| Target | Measured | Status |", "|---|---|---|"]
+    lines += [f"| {c.target} | {c.measured} | {c.status} |" for c in target_checks(results)]
+    if results.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
+    lines += ["", "## Plots", ""] + [f"![{kind.replace('_', ' ')}]({file})" for kind, file in plot_files.items()]
+    lines += ["", "## Set-up", "", "```json", json.dumps(_setup(results), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _provenance(results: dict) -> str:
+    """One sentence on when, where and how the numbers were measured (the parts the results hold)."""
+    device, schedule, split = results.get("device", {}), results.get("schedule", {}), results.get("split", {})
+    parts = [f"Measured {results['created']}" if results.get("created") else "Measured"]
+    if device.get("cpu"):
+        gpu = f", GPU {device['gpu']}" if device.get("gpu") else ""
+        parts.append(f"on {device['cpu']} ({device.get('logical_cores', '?')} logical cores{gpu})")
+    if device.get("training_device"):
+        parts.append(f"training on {device['training_device']}")
+    text = " ".join(parts[:2]) + "".join(f", {part}" for part in parts[2:])
+    if schedule:
+        text += (f"; schedule `{schedule.get('preset')}` ({schedule.get('epochs')} epochs × "
+                 f"{schedule.get('iterations_per_epoch')} iterations)")
+    if split:
+        evaluated = results.get("options", {}).get("evaluation", {}).get("test_cases")
+        subset = f" ({evaluated} evaluated)" if evaluated is not None and evaluated != split.get("num_test") else ""
+        text += (f"; {split.get('num_train')} training / {split.get('num_test')} test cases{subset}, "
+                 f"split seed {split.get('seed')}")
+    return "" if text == "Measured" else text + "."
+
+
+def _setup(results: dict) -> dict:
+    keys = ("dataset", "device", "schedule", "seeds", "versions", "options", "kd_step_timing")
+    return {key: results[key] for key in keys if key in results}
+
+
+def _check(target: str, measured: str | None, met: bool | None) -> TargetCheck:
+    status = "not measured" if met is None else ("met" if met else "**missed**")
+    return TargetCheck(target, measured or MISSING, status)
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _quotient(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def _number(value: float | None, digits: int) -> str:
+    return MISSING if value is None else f"{value:,.{digits}f}"
+
+
+def _millions(value: int | None) -> str:
+    return MISSING if value is None else f"{value / 1e6:.2f} M"
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    share = _quotient(value, reference)
+    return MISSING if share is None else f"{share:.3f}×"
+
+
+def _speedup(teacher: float | None, model: float | None) -> str:
+    speedup = _quotient(teacher, model)
+    return MISSING if speedup is None else f"{speedup:.1f}×"
+

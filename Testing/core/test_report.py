@@ -1,0 +1,157 @@
+"""The benchmark report: JSON schema, Markdown generated from the JSON, target verdicts, plots, README block."""
+
+import copy
+import json
+import math
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from recokd.errors import RecokdError
+from recokd.evaluate.report import markdown_table, read_results, target_checks, update_readme, write_report
+
+MODEL_KEYS = ("teacher", "student_recokd", "student_plain", "student_logitkd")
+SCHEMA_KEYS = {"params", "flops", "mean_dice", "dice_per_class", "hd95_per_class", "cpu_latency_s",
+               "gpu_latency_s", "peak_rss_mb"}
+
+
+def model(params, dice, hd95, latency, ct_latency=None, rss=None) -> dict:
+    classes = {"Anterior": dice[0], "Posterior": dice[1]}
+    return {
+        "params": params, "flops": params * 1000, "mean_dice": sum(dice) / 2, "dice_per_class": classes,
+        "hd95_per_class": {"Anterior": hd95[0], "Posterior": hd95[1]}, "mean_hd95_mm": sum(hd95) / 2,
+        "cpu_latency_s": latency, "gpu_latency_s": None, "ct_cpu_latency_s": ct_latency, "peak_rss_mb": rss,
+        "cases": [
+            {"case": f"case_{i}", "latency_s": latency, "dice": {"Anterior": dice[0] - 0.01 * i, "Posterior": None},
+             "hd95_mm": {"Anterior": hd95[0], "Posterior": None}, "volume_ml": {"Anterior": 1.5 + i, "Posterior": 0.0}}
+            for i in range(3)
+        ],
+    }
+
+
+def sample_results() -> dict:
+    return {
+        "benchmark": "hippocampus",
+        "title": "Test benchmark",
+        "created": "2026-01-01T00:00:00+00:00",
+        "dataset": {"name": "Dataset904_HippocampusSplit", "licence": "CC-BY-SA 4.0"},
+        "device": {"training_device": "cpu", "cpu": "Test CPU", "logical_cores": 2, "gpu": None},
+        "schedule": {"preset": "cpu", "epochs": 25, "iterations_per_epoch": 30, "val_iterations_per_epoch": 5},
+        "split": {"seed": 0, "num_train": 3, "num_test": 2, "train": ["a", "b", "c"], "test": ["d", "e"]},
+        "seeds": {"split": 0, "training": 0},
+        "versions": {"recokd": "0.1", "torch": "2.13"},
+        "options": {"kd": {"mode": "recokd", "kd_weight": 0.01}, "width": "1/4"},
+        "notes": ["A generated note."],
+        "models": {
+            "teacher": model(2_000_000, (0.900, 0.880), (1.5, 1.7), 0.80, ct_latency=600.0, rss=3000.0),
+            "student_recokd": model(130_000, (0.897, 0.878), (1.6, 1.7), 0.20, ct_latency=90.0, rss=900.0),
+            "student_plain": model(130_000, (0.880, 0.870), (1.9, 1.8), 0.20),
+            "student_logitkd": model(130_000, (0.885, 0.872), (1.8, 1.8), 0.21),
+        },
+        "kd_step_ratio": 1.4,
+        "kd_step_timing": {"kd_step_s": 0.14, "plain_step_s": 0.1, "device": "cpu", "steps": 10},
+    }
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    results = sample_results()
+    results["models"]["student_plain"]["hd95_per_class"]["Posterior"] = math.nan  # undefined -> null
+    return out, write_report(results, out, "hippocampus")
+
+
+def test_json_has_the_issue_schema_and_no_nan(written):
+    _, paths = written
+    text = paths["json"].read_text()
+    assert "NaN" not in text
+    results = json.loads(text)
+    for key in ("kd_step_ratio", "device", "schedule", "split", "seeds", "versions", "options"):
+        assert key in results
+    assert tuple(results["models"]) == MODEL_KEYS
+    for entry in results["models"].values():
+        assert SCHEMA_KEYS <= set(entry)
+    assert results["models"]["student_plain"]["hd95_per_class"]["Posterior"] is None
+    assert read_results(paths["json"]) == results
+
+
+def test_markdown_table_is_derived_from_the_json():
+    results = sample_results()
+    table = markdown_table(results)
+    assert "| Student, ReCo-KD | 0.13 M | 0.065× |" in table
+    assert "89.70" in table  # Anterior Dice of the ReCo-KD student, in percent
+    assert "6.7×" in table  # CT speed-up 600 s / 90 s
+    changed = copy.deepcopy(results)
+    changed["models"]["student_recokd"]["dice_per_class"]["Anterior"] = 0.5123
+    new_table = markdown_table(changed)
+    assert new_table != table and "51.23" in new_table and "89.70" not in new_table
+    assert len(table.splitlines()) == 2 + len(MODEL_KEYS)
+
+
+def test_targets_are_judged_on_the_measured_numbers():
+    checks = {c.target.split(" ")[0] + str(i): c.status for i, c in enumerate(target_checks(sample_results()))}
+    assert list(checks.values()) == ["met", "met", "met", "met", "met", "not measured"]
+
+    results = sample_results()
+    results["models"]["student_recokd"]["mean_dice"] = 0.88  # 0.9 points below the teacher
+    results["models"]["student_recokd"]["ct_cpu_latency_s"] = 200.0  # 3x only
+    results["kd_step_timing"]["device"] = "cuda:0"
+    results["kd_step_ratio"] = 1.8
+    statuses = [c.status for c in target_checks(results)]
+    assert statuses[0] == "**missed**" and statuses[3] == "**missed**" and statuses[5] == "**missed**"
+
+    del results["models"]["teacher"]["ct_cpu_latency_s"]
+    assert target_checks(results)[3].status == "not measured"
+
+
+def test_markdown_report_holds_table_targets_notes_and_plots(written):
+    out, paths = written
+    report = paths["markdown"].read_text()
+    assert markdown_table(read_results(paths["json"])) in report
+    assert "## Targets" in report and "A generated note." in report
+    for kind in ("dice_vs_params", "dice_vs_latency", "dice_per_class", "dice_vs_volume"):
+        assert f"](hippocampus_{kind}.png)" in report
+        assert (out / f"hippocampus_{kind}.png").is_file()
+
+
+def test_plots_are_real_images(written):
+    _, paths = written
+    for kind in ("dice_vs_params", "dice_vs_latency", "dice_per_class", "dice_vs_volume"):
+        image = matplotlib.image.imread(paths[kind])
+        assert image.shape[0] > 200 and image.shape[1] > 300
+        assert np.std(image[..., :3]) > 0.05  # not a blank canvas
+
+
+def test_readme_block_is_replaced_from_the_json_and_left_alone_when_current(written, tmp_path):
+    _, paths = written
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\n<!-- results:hippocampus:start -->\nold table\n<!-- results:hippocampus:end -->\n"
+                      "\nAfter.\n")
+    assert update_readme(readme, paths["json"]) is True
+    text = readme.read_text()
+    assert "old table" not in text and markdown_table(read_results(paths["json"])) in text
+    assert text.startswith("# Title\n") and text.endswith("\nAfter.\n")
+    assert "hippocampus.md" in text
+    assert update_readme(readme, paths["json"]) is False
+
+
+def test_readme_without_markers_is_an_error(written, tmp_path):
+    _, paths = written
+    readme = tmp_path / "README.md"
+    readme.write_text("# No markers\n")
+    with pytest.raises(RecokdError, match="markers"):
+        update_readme(readme, paths["json"])
+
+
+def test_benchmark_command_refreshes_the_readme_and_rerenders_the_report(written, tmp_path):
+    from recokd.cli import main
+
+    _, paths = written
+    results = tmp_path / "hippocampus.json"
+    results.write_text(paths["json"].read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:hippocampus:start -->\n<!-- results:hippocampus:end -->\n")
+    assert main(["benchmark", "--render", "--update-readme", "--results", str(results), "--readme", str(readme)]) == 0
+    assert (tmp_path / "hippocampus.md").is_file() and (tmp_path / "hippocampus_dice_vs_volume.png").is_file()
+    assert "| Student, ReCo-KD |" in readme.read_text()
