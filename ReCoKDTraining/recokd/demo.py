@@ -32,17 +32,18 @@ class DemoConfig:
 
     The teacher is nnU-Net's plans at half width (a "small teacher": full width needs hours on
     a CPU to converge); the students are ``width`` of the teacher. On the phantom, nnU-Net
-    leaves its initial all-background phase after roughly 100 iterations, hence 256.
+    predicts only background for its first ~100 iterations (measured: 110 at 48^3), so every
+    model gets 384.
     """
 
     train_cases: int = 16
     test_cases: int = 4
-    size: int = 48
+    size: int = 40
     seed: int = 0
     teacher_width: Fraction = Fraction(1, 2)
     width: Fraction = Fraction(1, 4)
-    teacher_schedule: Schedule = field(default_factory=lambda: Schedule(16, 16, 2))
-    student_schedule: Schedule = field(default_factory=lambda: Schedule(16, 16, 2))
+    teacher_schedule: Schedule = field(default_factory=lambda: Schedule(24, 16, 2))
+    student_schedule: Schedule = field(default_factory=lambda: Schedule(24, 16, 2))
 
     def to_dict(self) -> dict:
         d = asdict(self)

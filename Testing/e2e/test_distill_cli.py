@@ -21,6 +21,7 @@ def test_distill_trains_student_from_teacher_and_exports_package(tiny_pipeline, 
     assert progress[-1]["fraction"] == 1.0
     assert set(progress[-1]["values"]) >= {"seg_loss", "kd_fg", "kd_bg", "kd_att", "kd_ctx", "kd_total", "kd_lambda"}
     assert progress[-1]["values"]["kd_fg"] > 0 and progress[-1]["values"]["kd_ctx"] >= 0
+    assert 0 <= progress[-1]["values"]["mean_fg_dice"] <= 1, "nnU-Net's pseudo Dice (numpy floats) is reported"
     assert events[-1]["event"] == "result" and events[-1]["package"] == str(package)
 
     student_folder = tiny_pipeline.work_dir / "nnUNet_results" / DATASET / "ReCoKDTrainer__nnUNetPlans_ReCoKD_w4__3d_fullres"
