@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"recokd.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"recokd.commands.{name}":
-                raise
-            continue  # command not built yet
-        module.register(subparsers)
+        importlib.import_module(f"recokd.commands.{name}").register(subparsers)
     return parser
 
 
