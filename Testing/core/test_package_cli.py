@@ -13,12 +13,6 @@ from tiny_results import student_result
 from recokd.cli import main
 
 
-@pytest.fixture(autouse=True)
-def private_default_models_dir(monkeypatch, tmp_path):
-    """Never touch the real per-user models folder, in this process or in subprocesses."""
-    monkeypatch.setenv("RECOKD_MODELS_DIR", str(tmp_path / "default-models"))
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli")

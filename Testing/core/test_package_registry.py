@@ -24,12 +24,6 @@ from recokd.package.registry import (
 from recokd.package.terminology import default_label_infos
 
 
-@pytest.fixture(autouse=True)
-def private_default_models_dir(monkeypatch, tmp_path):
-    """Never touch the real per-user models folder, in this process or in subprocesses."""
-    monkeypatch.setenv("RECOKD_MODELS_DIR", str(tmp_path / "default-models"))
-
-
 @pytest.fixture(scope="module")
 def package_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export")

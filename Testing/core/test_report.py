@@ -64,7 +64,7 @@ def written(tmp_path_factory):
 
 def test_json_has_the_issue_schema_and_no_nan(written):
     _, paths = written
-    text = paths["json"].read_text()
+    text = paths["json"].read_text(encoding="utf-8")
     assert "NaN" not in text
     results = json.loads(text)
     for key in ("kd_step_ratio", "device", "schedule", "split", "seeds", "versions", "options"):
@@ -107,7 +107,7 @@ def test_targets_are_judged_on_the_measured_numbers():
 
 def test_markdown_report_holds_table_targets_notes_and_plots(written):
     out, paths = written
-    report = paths["markdown"].read_text()
+    report = paths["markdown"].read_text(encoding="utf-8")
     assert markdown_table(read_results(paths["json"])) in report
     assert "## Targets" in report and "A generated note." in report
     for kind in ("dice_vs_params", "dice_vs_latency", "dice_per_class", "dice_vs_volume"):
@@ -129,7 +129,7 @@ def test_readme_block_is_replaced_from_the_json_and_left_alone_when_current(writ
     readme.write_text("# Title\n\n<!-- results:hippocampus:start -->\nold table\n<!-- results:hippocampus:end -->\n"
                       "\nAfter.\n")
     assert update_readme(readme, paths["json"]) is True
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     assert "old table" not in text and markdown_table(read_results(paths["json"])) in text
     assert text.startswith("# Title\n") and text.endswith("\nAfter.\n")
     assert "hippocampus.md" in text
@@ -149,9 +149,9 @@ def test_benchmark_command_refreshes_the_readme_and_rerenders_the_report(written
 
     _, paths = written
     results = tmp_path / "hippocampus.json"
-    results.write_text(paths["json"].read_text())
+    results.write_text(paths["json"].read_text(encoding="utf-8"))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results:hippocampus:start -->\n<!-- results:hippocampus:end -->\n")
     assert main(["benchmark", "--render", "--update-readme", "--results", str(results), "--readme", str(readme)]) == 0
     assert (tmp_path / "hippocampus.md").is_file() and (tmp_path / "hippocampus_dice_vs_volume.png").is_file()
-    assert "| Student, ReCo-KD |" in readme.read_text()
+    assert "| Student, ReCo-KD |" in readme.read_text(encoding="utf-8")
