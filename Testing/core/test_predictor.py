@@ -115,19 +115,23 @@ def test_progress_visits_the_stages_in_order_with_fractions_that_never_decrease(
     assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == [
         "preprocessing", "predicting", "resampling"
     ]
-    tiles = [e.message for e in events if e.message.startswith("tile ")]
-    total = int(tiles[-1].split("/")[1])
-    assert tiles[-1] == f"tile {total}/{total}" and len(tiles) == total  # fewer than 100 tiles: each reported
+    tiles = [tuple(map(int, e.message.split()[1].split("/"))) for e in events if e.message.startswith("tile ")]
+    total = tiles[-1][1]
+    assert tiles[-1] == (total, total) and total > 1
+    per_batch = max(1, fast_predictor._nnunet.samples_per_forward)  # no mirroring: one copy per tile
+    assert [done for done, _ in tiles] == [min(total, k * per_batch) for k in range(1, len(tiles) + 1)]
 
 
-def test_cancel_stops_within_one_tile_and_leaves_no_worker_thread(package, volume):
+@pytest.mark.parametrize("samples_per_forward", [1, 8])
+def test_cancel_stops_after_the_running_forward_pass_and_leaves_no_thread(package, volume, samples_per_forward):
     predictor = StudentPredictor(package, device="cpu", mirroring=True, threads=1)
+    predictor._nnunet.samples_per_forward = samples_per_forward  # white box: one patch or all 8 copies per pass
     token = CancelToken()
     forwards = {"before": 0, "after": 0}
 
     def count(module, inputs, output) -> None:
         forwards["after" if token.cancelled else "before"] += 1
-        if forwards["before"] == 10:  # inside the second tile (8 mirrored forwards per tile)
+        if forwards["before"] == 2:
             token.cancel("test cancel")
 
     threads_before = set(threading.enumerate())
@@ -137,10 +141,8 @@ def test_cancel_stops_within_one_tile_and_leaves_no_worker_thread(package, volum
             predictor.predict_image(volume, cancel=token)
     finally:
         handle.remove()
-    assert forwards["after"] < 8  # only the rest of the tile that was running
-    for thread in set(threading.enumerate()) - threads_before:
-        thread.join(timeout=5)
-        assert not thread.is_alive(), "nnU-Net's tile producer thread was left blocked"
+    assert forwards == {"before": 2, "after": 0}
+    assert set(threading.enumerate()) <= threads_before
 
 
 def test_cancel_before_start_raises_at_once(fast_predictor, volume):
@@ -199,17 +201,23 @@ def _flaky_forward(network, failures: int):
     return forward
 
 
-def test_out_of_memory_is_retried_without_mirroring_with_a_notice(package, volume, monkeypatch, caplog):
+def test_out_of_memory_is_retried_with_smaller_forward_passes_then_without_mirroring(
+        package, volume, monkeypatch, caplog):
     predictor = StudentPredictor(package, device="cpu", mirroring=True, threads=1)
-    monkeypatch.setattr(predictor.network, "forward", _flaky_forward(predictor.network, failures=1))
+    assert predictor._nnunet.samples_per_forward > 1
+    monkeypatch.setattr(predictor.network, "forward", _flaky_forward(predictor.network, failures=2))
     events = []
     with caplog.at_level(logging.WARNING, logger="recokd.inference.predictor"):
         labels = predictor.predict_image(volume, progress=events.append)
-    assert predictor.mirroring is False
-    assert any("without test-time mirroring" in e.message for e in events)
-    assert any("without test-time mirroring" in r.getMessage() for r in caplog.records)
-    unmirrored = StudentPredictor(package, device="cpu", mirroring=False, threads=1).predict_image(volume)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(unmirrored))
+    notices = ["one patch per forward pass", "without test-time mirroring"]
+    for notice in notices:
+        assert any(notice in e.message for e in events)
+        assert any(notice in r.getMessage() for r in caplog.records)
+    assert predictor.mirroring is False and predictor._nnunet.samples_per_forward == 1
+    unmirrored = StudentPredictor(package, device="cpu", mirroring=False, threads=1)
+    unmirrored._nnunet.samples_per_forward = 1
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels),
+                                  sitk.GetArrayFromImage(unmirrored.predict_image(volume)))
 
 
 def test_out_of_memory_ladder_ends_in_a_user_error(package, volume, monkeypatch):
@@ -221,6 +229,7 @@ def test_out_of_memory_ladder_ends_in_a_user_error(package, volume, monkeypatch)
         predictor.predict_image(volume, progress=events.append)
     notices = [e.message for e in events if e.message.startswith("Out of memory")]
     assert notices == [
+        "Out of memory: retrying with one patch per forward pass.",
         "Out of memory: retrying without test-time mirroring.",
         "Out of memory: retrying with the result arrays in host memory.",
     ]

@@ -2,7 +2,7 @@
 
 Exit status: 0 done; 2 a problem with the input, model or output (one line on stderr, and a
 JSON error event with ``--progress json``); 130 / 143 stopped by SIGINT / SIGTERM. A stop
-takes effect between tiles; outputs are written atomically, so an interrupted run leaves
+takes effect between forward passes; outputs are written atomically, so an interrupted run leaves
 only complete files (those of cases finished before the stop) and no temporary ones.
 """
 

@@ -1,23 +1,25 @@
 """Segment a volume with a model package, using nnU-Net's own predictor.
 
 Everything numerical is nnU-Net's: preprocessing (crop to non-zero, normalisation, resampling
-to the plans' spacing), the Gaussian-weighted sliding window with optional mirroring, and the
+to the plans' spacing), the Gaussian-weighted sliding window with optional mirroring (run in
+batches of tiles and mirrored copies by :mod:`.sliding_window`, same arithmetic), and the
 resampling of logits back to the input grid (nnU-Net's default resampling through
 :mod:`.resampling`, same arrays without full-volume coordinate grids). This module adds what a
-GUI and a command line need around it: progress per tile, cancelling between tiles, a cheaper
-retry when memory runs out, input checks with messages a user can act on, and labels in the
-input's exact geometry.
+GUI and a command line need around it: progress per batch of tiles, cancelling between
+batches, a cheaper retry when memory runs out, input checks with messages a user can act on,
+and labels in the input's exact geometry.
 
 The array path follows ``nnUNetPredictor.predict_single_npy_array`` (no worker processes),
 with the input converted exactly as nnU-Net's ``SimpleITKIO`` reader converts a file, so the
-labels equal nnU-Net's own file-based prediction.
+labels equal nnU-Net's own file-based prediction wherever its logits are not tied to within
+floating-point rounding.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 
 import numpy as np
@@ -29,76 +31,12 @@ from recokd.errors import RecokdError
 from recokd.inference.image_io import labels_like, volume_array
 from recokd.inference.label_map import logits_to_labels
 from recokd.inference.progress import CancelToken, ProgressCallback, StageProgress, raise_if_cancelled
+from recokd.inference.sliding_window import batched_tile_predictor_class, samples_per_forward
 from recokd.inference.validation import channels_first, check_finite, nnunet_spacing
 from recokd.nnunet.network import build_network
 from recokd.package.model import ModelPackage
 
 log = logging.getLogger(__name__)
-
-
-def _tile_predictor_class():
-    """nnU-Net's predictor with a hook between tiles (built lazily: nnU-Net is imported on first use)."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    class TilePredictor(nnUNetPredictor):
-        """Reports each tile and stops between tiles on cancel or error, without stranding nnU-Net's thread.
-
-        nnU-Net's sliding window feeds tiles through a bounded queue from a producer thread. An
-        exception raised in the consumer loop would leave that thread blocked on the full queue
-        for the rest of the process, holding the whole image. So a stop is recorded instead:
-        the producer sees the tile list end, the remaining queued tiles are skipped without
-        running the network, and the recorded exception is raised once nnU-Net's loop is done.
-        """
-
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.cancel: CancelToken | None = None
-            self.on_tile: Callable[[int, int], None] | None = None
-            self._stop: BaseException | None = None
-            self._tiles = (0, 0)
-
-        def _internal_predict_sliding_window_return_logits(self, data, slicers, do_on_device: bool = True):
-            self._stop, self._tiles = None, (0, len(slicers))
-            logits = super()._internal_predict_sliding_window_return_logits(
-                data, _StoppableTiles(slicers, lambda: self._stop is not None), do_on_device
-            )
-            stop, self._stop = self._stop, None
-            if stop is not None:
-                raise stop
-            return logits
-
-        def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
-            if self._stop is None:
-                try:
-                    raise_if_cancelled(self.cancel)
-                    prediction = super()._internal_maybe_mirror_and_predict(x)
-                    done, total = self._tiles[0] + 1, self._tiles[1]
-                    self._tiles = (done, total)
-                    if self.on_tile is not None:
-                        self.on_tile(done, total)
-                    return prediction
-                except BaseException as error:  # re-raised after nnU-Net's loop, see the class docstring
-                    self._stop = error
-            return torch.zeros((x.shape[0], self.label_manager.num_segmentation_heads, *x.shape[2:]), device=x.device)
-
-    return TilePredictor
-
-
-class _StoppableTiles:
-    """Tile slicers as nnU-Net's producer thread iterates them; the iteration ends once ``stopped()``."""
-
-    def __init__(self, slicers: Sequence, stopped: Callable[[], bool]) -> None:
-        self._slicers = slicers
-        self._stopped = stopped
-
-    def __len__(self) -> int:
-        return len(self._slicers)
-
-    def __iter__(self) -> Iterator:
-        for slicer in self._slicers:
-            if self._stopped():
-                return
-            yield slicer
 
 
 class StudentPredictor:
@@ -149,7 +87,7 @@ class StudentPredictor:
         network.eval()
 
         with redirect_stdout(io.StringIO()):  # nnU-Net prints an on-device warning for every non-CUDA device
-            self._nnunet = _tile_predictor_class()(
+            self._nnunet = batched_tile_predictor_class()(
                 tile_step_size=tile_step,
                 use_gaussian=True,
                 use_mirroring=mirroring,
@@ -167,6 +105,9 @@ class StudentPredictor:
             "nnUNetTrainer",
             tuple(package.mirror_axes) if package.mirror_axes else None,
         )
+        self._nnunet.samples_per_forward = samples_per_forward(
+            configuration.patch_size, configuration.network_arch_init_kwargs["features_per_stage"][0],
+            self._nnunet.label_manager.num_segmentation_heads)
         self._preprocessor = configuration.preprocessor_class(verbose=False)
         self.input_channels = determine_num_input_channels(plans_manager, configuration, package.dataset_json)
         log.info(
@@ -199,7 +140,7 @@ class StudentPredictor:
         The array axes are those of ``sitk.GetArrayFromImage`` (and of Slicer's
         ``arrayFromVolume``). The labels have the smallest unsigned dtype holding the largest
         label. Raises :class:`RecokdError` for unusable input and :class:`CancelledError` when
-        ``cancel`` is set (checked between stages, tiles and classes).
+        ``cancel`` is set (checked between stages, forward passes and classes).
         """
         report = StageProgress(progress)
         data = channels_first(image, self.input_channels)
@@ -263,7 +204,8 @@ class StudentPredictor:
     def _fall_back(self, error: torch.OutOfMemoryError) -> str:
         """Make the next attempt cheaper, and keep it so for later calls; returns the notice to show.
 
-        In order: mirroring off (no flipped copies of each tile and its output), result arrays
+        In order: one patch per forward pass (when batching), mirroring off (no flipped copies
+        of each tile and its output), result arrays
         in host memory instead of on the GPU (the largest GPU allocation besides the network's
         activations), then the CPU. A larger tile step would not help: every forward pass
         still takes one full patch, and the result arrays are the size of the image.
@@ -272,6 +214,9 @@ class StudentPredictor:
 
         nnunet = self._nnunet
         empty_cache(nnunet.device)
+        if nnunet.samples_per_forward > 1:
+            nnunet.samples_per_forward = 1
+            return "Out of memory: retrying with one patch per forward pass."
         if self.mirroring:
             nnunet.use_mirroring = False
             return "Out of memory: retrying without test-time mirroring."

@@ -83,7 +83,7 @@ class StageProgress:
 class CancelToken:
     """A request to stop, set from another thread, a signal handler or a callback.
 
-    Long work checks it at safe points (between tiles, stages and classes) and raises
+    Long work checks it at safe points (between forward passes, stages and classes) and raises
     :class:`~recokd.errors.CancelledError`; nothing blocks on it. A plain attribute rather than
     a ``threading.Event`` keeps :meth:`cancel` safe to call from a signal handler.
     """
