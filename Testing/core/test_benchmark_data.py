@@ -73,3 +73,17 @@ def test_width_is_kept_within_the_parameter_budget_and_narrowed_when_needed():
     assert width == Fraction(1, 8) and "next narrower" in note
     with pytest.raises(RecokdError, match="parameters"):
         choose_width(plans, dataset_json, "3d_fullres", Fraction(1, 4), max_ratio=eighth / 2)
+
+
+def test_a_work_directory_accepts_its_own_settings_again_and_refuses_others(tmp_path):
+    """Restarting a benchmark with the same settings continues it (the preset holds tuples, JSON lists)."""
+    from dataclasses import replace
+
+    from recokd.evaluate.protocol import PRESETS, BenchmarkConfig, _claim_work_dir
+
+    config = BenchmarkConfig("phantom", PRESETS["cpu"], tmp_path)
+    _claim_work_dir(tmp_path, config.fingerprint())
+    _claim_work_dir(tmp_path, config.fingerprint())
+    with pytest.raises(RecokdError, match=r"other settings \(seed differ\)"):
+        _claim_work_dir(tmp_path, replace(config, seed=1).fingerprint())
+    assert json.loads((tmp_path / "benchmark_config.json").read_text())["seed"] == 0

@@ -278,6 +278,7 @@ def _write_data(config: BenchmarkConfig, raw: Path) -> Split:
 def _claim_work_dir(root: Path, fingerprint: dict) -> None:
     """Record the settings in the work directory; refuse a directory holding a run with other settings."""
     path = root / "benchmark_config.json"
+    fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back: tuples become lists
     if path.is_file():
         recorded = json.loads(path.read_text())
         if recorded != fingerprint:
