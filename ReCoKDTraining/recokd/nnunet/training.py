@@ -134,6 +134,7 @@ def train_teacher(
     with distributed(device) as device:
         trainer = nnUNetTrainer(plans | {"continue_training": resume}, configuration, _fold(fold), dataset_json, device)
         schedule.apply(trainer)
+        trainer.save_every = 1  # as for the students: an interruption loses at most one epoch (nnU-Net: 50)
         trainer.initialize()
         if on_epoch is not None:
             EpochProgress(schedule.epochs, on_epoch).attach(trainer)
