@@ -14,7 +14,7 @@ import logging
 import sys
 
 from recokd import __version__
-from recokd.errors import RecokdError
+from recokd.errors import RecokdError, no_space_error
 
 COMMAND_MODULES = (
     "phantom",
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         _report_error(args, "interrupted")
         return 130
     except Exception as error:
+        user_error = no_space_error(error)
+        if user_error is not None:
+            _report_error(args, str(user_error))
+            return 2
         _report_error(args, f"internal error: {error!r}")
         raise
 

@@ -5,6 +5,8 @@ to do about it. The command line prints it as one line and exits non-zero; the S
 shows it in a dialog. Everything else is a bug and keeps its traceback.
 """
 
+import errno
+
 
 class RecokdError(Exception):
     """A problem with the user's input, files or environment, explained in the message."""
@@ -16,3 +18,20 @@ class CancelledError(Exception):
     Deliberately not a ``RuntimeError``: nnU-Net's predictor catches ``RuntimeError`` and
     retries on the CPU, which would swallow a cancel.
     """
+
+
+# "No space left on device", "Disk quota exceeded", "File too large" (a file-size limit).
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def no_space_error(error: BaseException) -> RecokdError | None:
+    """The user-facing form of a write that ran out of disk space, or ``None`` for any other error.
+
+    Every file ReCoKD writes goes to a temporary name first and is renamed when complete, so
+    the message can promise that no half-written file was left under the real name.
+    """
+    if not isinstance(error, OSError) or error.errno not in _NO_SPACE:
+        return None
+    where = f" while writing {error.filename}" if error.filename else ""
+    return RecokdError(f"Out of disk space{where} ({error.strerror}). Free space or choose another folder, then "
+                       "run again; no half-written file was kept.")

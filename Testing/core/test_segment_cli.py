@@ -161,9 +161,9 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(package_file, vol
     code = main(_segment(package_file, "-i", str(source), "-o", str(tmp_path / "out"), "--progress", "json"))
     captured = capsys.readouterr()
     assert code == 2
-    error = _events(captured.out)[-1]
-    assert error["event"] == "error" and BAD_INPUTS[kind] in error["message"]
-    assert captured.err.strip().splitlines()[-1].startswith("recokd segment: error: ")
+    (error,) = [e for e in _events(captured.out) if e["event"] == "error"]
+    assert BAD_INPUTS[kind] in error["message"]
+    assert captured.err.strip().splitlines()[-1] == f"recokd segment: error: {error['message']}"
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 

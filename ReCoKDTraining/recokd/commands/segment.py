@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
 from recokd.device import DEVICE_CHOICES
-from recokd.errors import CancelledError, RecokdError
+from recokd.errors import CancelledError, no_space_error
 from recokd.inference.image_io import OUTPUT_SUFFIXES
 from recokd.inference.progress import (
     BarReporter,
@@ -101,11 +101,12 @@ def run(args) -> int:
             reporter.error(message)
             print(f"recokd segment: {message}", file=sys.stderr)
             return 128 + received.get("signal", signal.SIGINT)
-        except RecokdError as error:
-            reporter.error(str(error))
-            raise
         except Exception as error:
-            reporter.error(f"internal error: {error!r}")
+            if args.progress != "json":  # the command line prints the message, and the JSON error event
+                reporter.error(str(error))
+            user_error = no_space_error(error)
+            if user_error is not None:
+                raise user_error from error
             raise
     reporter.result(done, labels)
     if args.progress != "json":

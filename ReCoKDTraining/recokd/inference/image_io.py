@@ -206,7 +206,24 @@ def write_labels(image: sitk.Image, path: Path, labels: list[LabelInfo], overwri
     try:
         with atomic_destination(path) as temporary:
             sitk.WriteImage(image, str(temporary), True)
+            if not _reads_back_as(temporary, image):
+                raise RecokdError(f"Cannot write {path}: the written file does not read back intact (is the disk "
+                                  "full, or a file-size limit reached?); nothing was replaced.")
     except RuntimeError as error:
         raise RecokdError(f"Cannot write {path}: {_itk_reason(error)}") from error
     log.debug("wrote %s", path)
     return path
+
+
+def _reads_back_as(written: Path, image: sitk.Image) -> bool:
+    """Whether the file at ``written`` holds ``image``'s voxels.
+
+    ITK's compressed NIfTI writer ignores a failed write: on a full disk it reports success
+    and leaves a file cut short. So every label file is read back before it replaces anything.
+    """
+    try:
+        back = read_image(written)
+    except RecokdError:
+        return False
+    return back.GetSize() == image.GetSize() and np.array_equal(
+        sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
