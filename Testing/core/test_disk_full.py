@@ -3,6 +3,8 @@
 The shortage is real, not mocked: the command runs in a child process whose file-size limit
 (``RLIMIT_FSIZE``) is below what it must write, with ``SIGXFSZ`` ignored, so the kernel fails
 the write exactly as a full disk does (``EFBIG`` instead of ``ENOSPC``; both are handled alike).
+The last test gives the wrapper around nnU-Net's own checkpoint writer (used for teachers) a
+writer that stops mid-file, as a full disk would.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 import torch
 from tiny_student import oblique_volume, tiny_package, write_volume
 
-from recokd.nnunet.checkpoint import load_checkpoint, save_atomically
+from recokd.nnunet.checkpoint import load_checkpoint, save_atomically, write_checkpoints_atomically
 from recokd.package.archive import write_package
 
 resource = pytest.importorskip("resource", reason="file-size limits need a POSIX system")
@@ -82,3 +84,32 @@ def test_checkpoint_without_space_keeps_the_previous_checkpoint_intact(tmp_path)
     assert child.returncode != 0 and "File too large" in child.stderr
     assert _files(tmp_path) == ["checkpoint_latest.pth"]
     assert load_checkpoint(latest)["epoch"] == 3
+
+
+class _StockTrainer:
+    """nnU-Net's ``save_checkpoint`` contract: ``torch.save`` straight onto the given name."""
+
+    def __init__(self, fail_after_bytes: int | None = None) -> None:
+        self.epoch = 0
+        self.fail_after_bytes = fail_after_bytes
+
+    def save_checkpoint(self, filename: str) -> None:
+        self.epoch += 1
+        if self.fail_after_bytes is None:
+            torch.save({"network_weights": {"w": torch.full((4,), float(self.epoch))}}, filename)
+            return
+        Path(filename).write_bytes(b"PK" + bytes(self.fail_after_bytes))  # cut off mid-write
+        raise OSError(28, "No space left on device", filename)
+
+
+def test_a_stock_nnunet_trainer_replaces_its_checkpoint_only_with_a_complete_one(tmp_path):
+    latest = tmp_path / "checkpoint_latest.pth"
+    trainer = _StockTrainer()
+    write_checkpoints_atomically(trainer)
+    trainer.save_checkpoint(str(latest))
+    assert _files(tmp_path) == ["checkpoint_latest.pth"]
+    trainer.fail_after_bytes = 1000
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save_checkpoint(str(latest))
+    assert _files(tmp_path) == ["checkpoint_latest.pth"]
+    assert load_checkpoint(latest)["network_weights"]["w"].tolist() == [1.0] * 4

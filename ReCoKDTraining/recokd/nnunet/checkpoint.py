@@ -77,3 +77,25 @@ def save_atomically(obj: object, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_checkpoints_atomically(trainer) -> None:
+    """Make a stock nnU-Net trainer write its checkpoints the way :func:`save_atomically` does.
+
+    nnU-Net's ``save_checkpoint`` calls ``torch.save`` on the final name, so a kill or a full
+    disk during the write would leave a broken ``checkpoint_latest.pth``. Wrapped, it writes a
+    temporary sibling that replaces the checkpoint only once complete.
+    """
+    save = trainer.save_checkpoint
+
+    def save_then_replace(filename: str) -> None:
+        path = Path(filename)
+        temporary = path.with_name(f".{path.name}.partial")
+        try:
+            save(str(temporary))
+            if temporary.exists():  # nnU-Net writes on rank 0 only, and not with checkpointing disabled
+                os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    trainer.save_checkpoint = save_then_replace

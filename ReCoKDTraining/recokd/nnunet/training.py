@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from recokd.distill.options import KDOptions
 from recokd.errors import RecokdError
+from recokd.nnunet.checkpoint import write_checkpoints_atomically
 from recokd.nnunet.prepare import resolve_dataset
 from recokd.nnunet.progress import EpochCallback, EpochProgress
 from recokd.nnunet.student_plans import derive_student_plans
@@ -135,6 +136,7 @@ def train_teacher(
         trainer = nnUNetTrainer(plans | {"continue_training": resume}, configuration, _fold(fold), dataset_json, device)
         schedule.apply(trainer)
         trainer.save_every = 1  # as for the students: an interruption loses at most one epoch (nnU-Net: 50)
+        write_checkpoints_atomically(trainer)
         trainer.initialize()
         if on_epoch is not None:
             EpochProgress(schedule.epochs, on_epoch).attach(trainer)
