@@ -115,13 +115,16 @@ def run(args) -> int:
 
 
 def _segment(args, reporter: Reporter, token: CancelToken, done: list[dict]) -> tuple[list[dict], str]:
-    """Run every job, appending one ``{"input", "output", "seconds"}`` per finished case to ``done``.
+    """Run every job, appending one ``{"input", "output", "seconds", "rss_bytes"}`` per finished case to ``done``.
+
+    ``rss_bytes`` is the process's resident memory right after the case (None where the OS
+    does not say): over a batch it shows whether memory stays flat.
 
     Returns the model's labels as dicts and a human-readable summary.
     """
     from recokd.inference.image_io import read_image, write_labels
     from recokd.inference.jobs import plan_jobs
-    from recokd.inference.memory import peak_rss_bytes
+    from recokd.inference.memory import current_rss_bytes, peak_rss_bytes
     from recokd.inference.predictor import StudentPredictor
     from recokd.package.archive import load_package
     from recokd.package.registry import resolve_model
@@ -148,7 +151,8 @@ def _segment(args, reporter: Reporter, token: CancelToken, done: list[dict]) -> 
         write_labels(labels, job.output, package.labels, overwrite=args.overwrite)
         seconds = time.perf_counter() - started
         report("writing", 1.0, f"wrote {job.output}")
-        done.append({"input": str(job.input), "output": str(job.output), "seconds": round(seconds, 3)})
+        done.append({"input": str(job.input), "output": str(job.output), "seconds": round(seconds, 3),
+                     "rss_bytes": current_rss_bytes()})
         peak = peak_rss_bytes()
         peak_text = f"{peak / 1024**2:.0f} MB" if peak else "n/a"
         lines.append(f"  {job.input.name} -> {job.output}  {seconds:.1f} s  peak RSS so far {peak_text}")

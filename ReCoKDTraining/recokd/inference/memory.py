@@ -1,4 +1,4 @@
-"""Peak resident memory of this process, as the operating system counts it."""
+"""Resident memory of this process (now, and its peak), as the operating system counts it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,27 @@ import sys
 from pathlib import Path
 
 _LINUX_STATUS = Path("/proc/self/status")
+
+
+def _linux_status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` in bytes, or None off Linux."""
+    if _LINUX_STATUS.is_file():
+        for line in _LINUX_STATUS.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def current_rss_bytes() -> int | None:
+    """This process's resident set size now (``VmRSS`` on Linux, psutil elsewhere when installed), or None."""
+    current = _linux_status_bytes("VmRSS")
+    if current is not None:
+        return current
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.Process().memory_info().rss)
 
 
 def peak_rss_bytes() -> int | None:
@@ -17,10 +38,9 @@ def peak_rss_bytes() -> int | None:
     benchmark would report at least 1.5 GB. macOS reports ``ru_maxrss`` in bytes; Windows has
     no ``resource`` module and reports the peak working set through psutil.
     """
-    if _LINUX_STATUS.is_file():
-        for line in _LINUX_STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+    peak = _linux_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     try:
         import resource
     except ImportError:

@@ -123,7 +123,7 @@ class JsonLinesReporter:
     """One JSON object per line, flushed at once, for GUIs that run ``recokd segment`` as a subprocess.
 
     Lines: ``{"event": "progress", "stage", "fraction", "message"}`` while working, then either
-    ``{"event": "result", "outputs": [{"input", "output", "seconds"}], "labels": [...]}`` or
+    ``{"event": "result", "outputs": [{"input", "output", "seconds", "rss_bytes"}], "labels": [...]}`` or
     ``{"event": "error", "message"}``.
     """
 
