@@ -614,6 +614,21 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
             raise ReCoKDSegmentError(_("No model is installed. Add a model package first (logic.addModel(path))."))
         return models[0].path
 
+    @staticmethod
+    def _preparedJob(makeJob):
+        """A segmentation job and its first step; the Lib's refusals of its parameters or input
+        (``ValueError``, ``OSError``) become this module's error, and a refused job leaves no files."""
+        job = None
+        try:
+            job = makeJob()
+            return job, job.prepare()
+        except BaseException as error:
+            if job is not None:
+                job.cleanup()
+            if isinstance(error, (ValueError, OSError)):
+                raise ReCoKDSegmentError(_("Cannot start the segmentation: {reason}").format(reason=error)) from error
+            raise
+
     def startSegmentation(self, volumeNode, model, device="auto", fast=False, outputSegmentation=None,
                           askConfirmation=True, **callbacks) -> ProcessRunner:
         """Start segmenting ``volumeNode`` in the background (installing dependencies first when
@@ -626,13 +641,9 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         if not model:
             raise ReCoKDSegmentError(_("Choose a model."))
         installSteps, finishers = self.installSteps(askConfirmation)
-        job = SegmentVolumeJob(self.launcher(), slicer.mrmlScene, volumeNode, model, device, fast,
-                               outputSegmentation, temp_root=Path(slicer.app.temporaryPath))
-        try:
-            step = job.prepare()
-        except Exception:
-            job.cleanup()
-            raise
+        job, step = self._preparedJob(lambda: SegmentVolumeJob(
+            self.launcher(), slicer.mrmlScene, volumeNode, model, device, fast, outputSegmentation,
+            temp_root=Path(slicer.app.temporaryPath)))
         runner = self._newRunner(**callbacks)
         runner.start([*installSteps, step], on_finished=[*finishers, job.cleanup])
         self.segmentRunner = runner
@@ -656,14 +667,11 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         from ReCoKDSegmentLib.jobs import SegmentFilesJob  # SimpleITK loads on first use
 
         self.installDependencies()
-        job = SegmentFilesJob(self.launcher(), inputs, outputFolder, self._resolveModel(model), device, fast,
-                              outputFormat, temp_root=Path(slicer.app.temporaryPath))
+        model = self._resolveModel(model)
+        job, step = self._preparedJob(lambda: SegmentFilesJob(
+            self.launcher(), inputs, outputFolder, model, device, fast, outputFormat,
+            temp_root=Path(slicer.app.temporaryPath)))
         runner = self._newRunner()
-        try:
-            step = job.prepare()
-        except Exception:
-            job.cleanup()
-            raise
         runner.start([step], on_finished=[job.cleanup])
         return self._wait(runner)
 
@@ -678,7 +686,8 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
                 resume=resume,
             )
         except ValueError as error:
-            raise ReCoKDSegmentError(str(error).capitalize() + ".") from error
+            message = str(error)  # not str.capitalize(): it would lower-case "nnU-Net", "KD", "GPU"
+            raise ReCoKDSegmentError(message[:1].upper() + message[1:] + ".") from error
 
     def startDistillation(self, parameters: DistillParameters, askConfirmation=True, **callbacks) -> ProcessRunner:
         """Start ``recokd distill`` (under torchrun for several GPUs); when it has exported the

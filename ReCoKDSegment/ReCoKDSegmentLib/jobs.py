@@ -11,7 +11,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .commands import SegmentParameters, segment_command
@@ -36,6 +37,16 @@ def _result_outputs(outcome: StepOutcome) -> list[Path]:
     return outputs
 
 
+@contextmanager
+def _cleaned_up_on_error(job) -> Iterator[None]:
+    """A job refused in its constructor removes the temporary folder it had already made."""
+    try:
+        yield
+    except BaseException:
+        job.cleanup()
+        raise
+
+
 class SegmentVolumeJob:
     """Segment one volume node: write it to NRRD, run ``recokd segment``, import the labels as a
     segmentation node next to the volume (new, or replacing ``output_node``'s segments)."""
@@ -56,13 +67,14 @@ class SegmentVolumeJob:
         self.volume_node = volume_node
         self.output_node = output_node
         self.work_dir = Path(tempfile.mkdtemp(prefix="recokd-segment-", dir=temp_root))
-        self.parameters = SegmentParameters(
-            model=model,
-            input=self.work_dir / "input.nrrd",
-            output=self.work_dir / f"labels{NIFTI_SUFFIX}",
-            device=device,
-            fast=fast,
-        )
+        with _cleaned_up_on_error(self):
+            self.parameters = SegmentParameters(
+                model=model,
+                input=self.work_dir / "input.nrrd",
+                output=self.work_dir / f"labels{NIFTI_SUFFIX}",
+                device=device,
+                fast=fast,
+            )
 
     def prepare(self) -> Step:
         """Write the input file and return the segmentation step (its importer adds the node)."""
@@ -114,7 +126,8 @@ class SegmentFilesJob:
         self.output_format = output_format
         self.work_dir = Path(tempfile.mkdtemp(prefix="recokd-batch-", dir=temp_root))
         label_folder = self.output_folder if output_format == "nii.gz" else self.work_dir / "labels"
-        self.parameters = SegmentParameters(model, self._input_path(), label_folder, device, fast)
+        with _cleaned_up_on_error(self):
+            self.parameters = SegmentParameters(model, self._input_path(), label_folder, device, fast)
 
     def _input_path(self) -> Path:
         if isinstance(self.inputs, Path):
