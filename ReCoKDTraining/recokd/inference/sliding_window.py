@@ -85,24 +85,36 @@ def batched_tile_predictor_class():
             gaussian = (compute_gaussian(tuple(self.configuration_manager.patch_size), sigma_scale=1. / 8,
                                          value_scaling_factor=10, device=results_device)
                         if self.use_gaussian else 1)
+            try:
+                self._accumulate(data, slicers, logits, weights, gaussian)
+            except BaseException:
+                # Free the result arrays now, not when the caller drops the traceback: nnU-Net retries
+                # with host result arrays after a GPU out-of-memory error while still handling it.
+                del logits, weights, data
+                empty_cache(self.device)
+                raise
+            torch.div(logits, weights, out=logits)
+            if torch.isinf(logits).any():
+                raise RecokdError("The prediction overflowed float16 (infinite logits); the model's outputs are "
+                                  "out of range for nnU-Net's accumulation.")
+            return logits
+
+        def _accumulate(self, data: torch.Tensor, slicers: Sequence, logits: torch.Tensor, weights: torch.Tensor,
+                        gaussian) -> None:
+            """Add every tile's Gaussian-weighted mean prediction into ``logits`` and its weight into ``weights``."""
             flips = mirror_combinations(self.allowed_mirroring_axes if self.use_mirroring else None)
             tiles_per_batch = max(1, self.samples_per_forward // len(flips))
             for start in range(0, len(slicers), tiles_per_batch):
                 raise_if_cancelled(self.cancel)
                 batch = slicers[start:start + tiles_per_batch]
                 for tile_slicer, prediction in zip(batch, self._predict_tiles(data, batch, flips), strict=True):
-                    prediction = prediction.to(results_device)
+                    prediction = prediction.to(logits.device)
                     if self.use_gaussian:
                         prediction *= gaussian
                     logits[tile_slicer] += prediction
                     weights[tile_slicer[1:]] += gaussian
                 if self.on_tile is not None:
                     self.on_tile(start + len(batch), len(slicers))
-            torch.div(logits, weights, out=logits)
-            if torch.isinf(logits).any():
-                raise RecokdError("The prediction overflowed float16 (infinite logits); the model's outputs are "
-                                  "out of range for nnU-Net's accumulation.")
-            return logits
 
         def _predict_tiles(self, data: torch.Tensor, slicers: Sequence, flips: list[tuple[int, ...]]) -> list:
             """Mean over ``flips`` of the network's flipped-back output, ``(heads, *patch)`` per tile in ``slicers``.
