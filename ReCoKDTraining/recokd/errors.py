@@ -27,11 +27,11 @@ _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 def no_space_error(error: BaseException) -> RecokdError | None:
     """The user-facing form of a write that ran out of disk space, or ``None`` for any other error.
 
-    Every file ReCoKD writes goes to a temporary name first and is renamed when complete, so
-    the message can promise that no half-written file was left under the real name.
+    Label files, model packages and checkpoints go to a temporary name first and are renamed
+    when complete, so the message can promise that none of them was left half-written.
     """
     if not isinstance(error, OSError) or error.errno not in _NO_SPACE:
         return None
     where = f" while writing {error.filename}" if error.filename else ""
     return RecokdError(f"Out of disk space{where} ({error.strerror}). Free space or choose another folder, then "
-                       "run again; no half-written file was kept.")
+                       "run again; outputs, packages and checkpoints are only ever replaced by complete files.")

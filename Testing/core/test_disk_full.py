@@ -70,7 +70,7 @@ def test_export_without_space_for_the_package_exits_2_with_the_disk_space_messag
     result = _python_with_file_limit("-m", "recokd", "models", "add", str(package_file), "--models-dir", str(tmp_path))
     assert result.returncode == 2, result.stderr
     message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith("recokd models: error: Out of disk space") and "no half-written file" in message
+    assert message.startswith("recokd models: error: Out of disk space") and "only ever replaced by complete files" in message
     assert "Traceback" not in result.stderr
     assert _files(tmp_path) == []
 
