@@ -21,7 +21,7 @@ from tiny_student import oblique_volume, tiny_package, write_volume
 from recokd.nnunet.checkpoint import load_checkpoint, save_atomically, write_checkpoints_atomically
 from recokd.package.archive import write_package
 
-resource = pytest.importorskip("resource", reason="file-size limits need a POSIX system")
+pytest.importorskip("resource", reason="file-size limits need a POSIX system")
 
 LIMIT_BYTES = 4096
 
