@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import statistics
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ import torch
 
 from recokd.distill.options import KDOptions
 from recokd.evaluate.timing import timed
+from recokd.nnunet.augmentation import augmentation_workers
 from recokd.nnunet.training import build_student_trainer
 from recokd.workspace import Workspace
 
@@ -91,7 +91,7 @@ def measure_kd_step_ratio(
         raise ValueError("The KD step is timed against mode 'none'; give a KD mode ('recokd' or 'logit').")
     teacher_folder = Path(teacher_folder).resolve()
     with tempfile.TemporaryDirectory(prefix="recokd-step-timing-") as scratch, \
-            _scratch_results(workspace, Path(scratch)), _augmentation_in_process():
+            _scratch_results(workspace, Path(scratch)), augmentation_workers(0, override=True):  # one batch: no workers
         def build(kd_options: KDOptions):
             trainer = build_student_trainer(workspace, teacher_folder, dataset, width, kd_options, fold, device,
                                             teacher_fold, teacher_checkpoint)
@@ -121,17 +121,3 @@ def _scratch_results(workspace: Workspace, scratch: Path) -> Iterator[None]:
         yield
     finally:
         workspace.activate()
-
-
-@contextmanager
-def _augmentation_in_process() -> Iterator[None]:
-    """One batch is drawn: no augmentation worker processes to start and stop for it."""
-    saved = os.environ.get("nnUNet_n_proc_DA")
-    os.environ["nnUNet_n_proc_DA"] = "0"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("nnUNet_n_proc_DA")
-        else:
-            os.environ["nnUNet_n_proc_DA"] = saved

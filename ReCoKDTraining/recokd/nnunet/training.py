@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from recokd.distill.options import KDOptions
 from recokd.errors import RecokdError
+from recokd.nnunet.augmentation import augmentation_workers, default_worker_count
 from recokd.nnunet.checkpoint import write_checkpoints_atomically
 from recokd.nnunet.prepare import resolve_dataset
 from recokd.nnunet.progress import EpochCallback, EpochProgress
@@ -53,19 +54,6 @@ class Schedule:
         trainer.num_epochs = self.epochs
         trainer.num_iterations_per_epoch = self.iterations_per_epoch
         trainer.num_val_iterations_per_epoch = self.val_iterations_per_epoch
-
-
-def _default_augmentation_workers(device: torch.device) -> None:
-    """nnU-Net's augmentation worker count, unless the user set ``nnUNet_n_proc_DA``.
-
-    On small CPU machines the network step dominates and extra worker processes only compete
-    for the same cores, so augmentation runs in the main process there.
-    """
-    if "nnUNet_n_proc_DA" in os.environ:
-        return
-    cores = os.cpu_count() or 1
-    workers = min(12, cores) if device.type == "cuda" else (0 if cores <= 4 else min(4, cores // 2))
-    os.environ["nnUNet_n_proc_DA"] = str(workers)
 
 
 @contextmanager
@@ -128,11 +116,10 @@ def train_teacher(
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     workspace.activate()
-    _default_augmentation_workers(device)
     _, preprocessed, plans, dataset_json = _load_plans_and_dataset(workspace, dataset)
     if width != 1:
         plans = _narrowed_plans(plans, configuration, width, preprocessed)
-    with distributed(device) as device:
+    with augmentation_workers(default_worker_count(device)), distributed(device) as device:
         trainer = nnUNetTrainer(plans | {"continue_training": resume}, configuration, _fold(fold), dataset_json, device)
         schedule.apply(trainer)
         trainer.save_every = 1  # as for the students: an interruption loses at most one epoch (nnU-Net: 50)
@@ -166,8 +153,7 @@ def run_distillation(
     preprocessed dataset folder, so nnU-Net finds the shared preprocessed data.
     """
     workspace.activate()
-    _default_augmentation_workers(device)
-    with distributed(device) as device:
+    with augmentation_workers(default_worker_count(device)), distributed(device) as device:
         trainer = build_student_trainer(workspace, teacher_folder, dataset, width, options, fold, device,
                                         teacher_fold, teacher_checkpoint, continue_training=resume)
         schedule.apply(trainer)
