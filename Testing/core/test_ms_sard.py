@@ -43,6 +43,22 @@ def test_ignored_and_negative_voxels_are_in_neither_mask_nor_any_class_size():
     assert background.tolist() == [[0.5, 0.5, 0, 0, 0, 0, 0, 0]]
 
 
+def test_a_known_class_count_gives_the_same_masks_without_reading_the_labels_first():
+    labels = torch.randint(0, 4, (3, 1, 6, 7, 5))
+    labels[1] = 0  # a sample without foreground
+    for ignore in (None, 3):
+        expected = class_balanced_masks(labels, ignore_label=ignore)
+        for given, wanted in zip(class_balanced_masks(labels, ignore_label=ignore, num_classes=4), expected):
+            assert torch.equal(given, wanted)
+
+
+def test_labels_beyond_the_known_classes_share_one_extra_class_instead_of_failing():
+    labels = torch.tensor([[0, 0, 1, 7, 9, 9]])
+    foreground, background = class_balanced_masks(labels, num_classes=2)
+    assert torch.allclose(foreground, torch.tensor([[0, 0, 1.0, 1 / 3, 1 / 3, 1 / 3]]))
+    assert background.tolist() == [[0.5, 0.5, 0, 0, 0, 0]]
+
+
 def test_attention_maps_average_one_and_are_uniform_for_uniform_features():
     spatial, channel = attention_maps(torch.randn(2, 3, 4, 5, 6), temperature=0.5)
     assert spatial.shape == (2, 120) and channel.shape == (2, 3)

@@ -44,7 +44,7 @@ def labels_at(targets: Sequence[torch.Tensor], spatial_shape: Sequence[int]) -> 
 
 
 def class_balanced_masks(
-    labels: torch.Tensor, ignore_label: int | None = None
+    labels: torch.Tensor, ignore_label: int | None = None, num_classes: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Foreground and background masks with per-class weights summing to 1 per sample.
 
@@ -52,12 +52,15 @@ def class_balanced_masks(
         labels: ``(B, 1, *spatial)`` or ``(B, *spatial)`` integer class labels (any dtype;
             float values are rounded), 0 = background.
         ignore_label: label value excluded from both masks (nnU-Net's ignore label), or None.
+        num_classes: the number of classes, background included (nnU-Net's
+            ``LabelManager.num_segmentation_heads``). Given, the masks cost no device-to-host
+            sync, which would stall a GPU step; labels at or above it share one extra class.
+            None reads the largest label (one sync).
 
     Returns:
         ``(foreground, background)``, each float32 ``(B, X)`` with ``X`` the voxel count.
         Per sample, ``foreground.sum()`` is the number of present foreground classes and
-        ``background.sum()`` is 1 (or 0 without background). Never NaN. Reading the largest
-        label costs one device-to-host sync per call.
+        ``background.sum()`` is 1 (or 0 without background). Never NaN.
     """
     flat = labels.reshape(labels.shape[0], -1)
     flat = (flat.round() if flat.is_floating_point() else flat).long()
@@ -65,14 +68,12 @@ def class_balanced_masks(
     if ignore_label is not None:
         valid &= flat != ignore_label
     classes = torch.where(valid, flat, torch.zeros_like(flat))
-    num_labels = int(classes.max()) + 1
-    batch = classes.shape[0]
-    # Voxel count of every (sample, class) pair in one bincount over offset bins; excluded
-    # voxels go to one extra, discarded bin.
-    bins = classes + num_labels * torch.arange(batch, device=classes.device).unsqueeze(1)
-    bins = torch.where(valid, bins, torch.full_like(bins, batch * num_labels))
-    counts = torch.bincount(bins.flatten(), minlength=batch * num_labels + 1)[:-1]
-    sizes = counts.view(batch, num_labels).gather(1, classes)
+    if num_classes is None:
+        num_classes = int(classes.max()) + 1
+    classes = classes.clamp_max(num_classes)
+    # Voxel count of every (sample, class) pair; excluded voxels add nothing.
+    counts = torch.zeros(classes.shape[0], num_classes + 1, dtype=torch.long, device=classes.device)
+    sizes = counts.scatter_add_(1, classes, valid.long()).gather(1, classes)
     # A valid voxel's own class has size >= 1, so the clamp only guards excluded voxels.
     weights = valid.float() / sizes.clamp_min(1).float()
     is_foreground = classes > 0

@@ -54,6 +54,8 @@ class MSSARDLoss(nn.Module):
         temperature: attention temperature T (the method uses 0.5).
         ignore_label: label value excluded from both masks (nnU-Net's ignore label), or None.
             Negative labels are always excluded.
+        num_classes: classes including background, if known: the masks then need no
+            device-to-host sync (see :func:`~recokd.distill.masks.class_balanced_masks`).
 
     Inputs:
         student: ``(B, C, *spatial)`` adapted student features (teacher's channel count).
@@ -64,10 +66,12 @@ class MSSARDLoss(nn.Module):
         ``{"fg", "bg", "att"}``: float32 scalars.
     """
 
-    def __init__(self, temperature: float = 0.5, ignore_label: int | None = None) -> None:
+    def __init__(self, temperature: float = 0.5, ignore_label: int | None = None,
+                 num_classes: int | None = None) -> None:
         super().__init__()
         self.temperature = temperature
         self.ignore_label = ignore_label
+        self.num_classes = num_classes
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         with full_precision(student.device):
@@ -77,7 +81,7 @@ class MSSARDLoss(nn.Module):
             spatial_s, channel_s = attention_maps(student, self.temperature)
             squared = (student - teacher).flatten(2).pow(2)
             voxel_error = torch.einsum("bcx,bc->bx", squared, channel_t) / squared.shape[1] * spatial_t
-            foreground, background = class_balanced_masks(labels, self.ignore_label)
+            foreground, background = class_balanced_masks(labels, self.ignore_label, self.num_classes)
             attention = (channel_s - channel_t).abs().mean() + (spatial_s - spatial_t).abs().mean()
             return {
                 "fg": _masked_mean(voxel_error, foreground),

@@ -64,6 +64,8 @@ class ReCoKDLoss(nn.Module):
         options: :class:`KDOptions` (temperature, MS-CA form, grid, alpha, term weights).
         ignore_label: nnU-Net's ignore label (``LabelManager.ignore_label``) or None; those
             voxels are in neither mask. Negative labels are always excluded.
+        num_classes: classes including background (``LabelManager.num_segmentation_heads``),
+            or None; given, a step needs no device-to-host sync for the masks.
 
     Inputs:
         student_features: list of ``(B, Cs_k, *spatial_k)``.
@@ -80,6 +82,7 @@ class ReCoKDLoss(nn.Module):
         teacher_channels: Sequence[int],
         options: KDOptions,
         ignore_label: int | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         if len(student_channels) != len(teacher_channels) or not student_channels:
@@ -89,7 +92,7 @@ class ReCoKDLoss(nn.Module):
             )
         self.term_weights = {name: getattr(options, f"{name}_weight") for name in TERMS}
         self.adapters = nn.ModuleList(ChannelAdapter(s, t) for s, t in zip(student_channels, teacher_channels))
-        self.ms_sard = MSSARDLoss(options.attention_temperature, ignore_label)
+        self.ms_sard = MSSARDLoss(options.attention_temperature, ignore_label, num_classes)
         self.ms_ca = nn.ModuleList(MSCALoss(t, options.ms_ca, options.affinity_grid) for t in teacher_channels)
         self.register_buffer("stage_weights", stage_weights(len(teacher_channels), options.alpha), persistent=False)
 

@@ -98,8 +98,17 @@ class ReCoKDTrainer(nnUNetTrainer):
 
     # ----------------------------------------------------------------------------- set-up
     def _do_i_compile(self) -> bool:
-        """Never compile: forward hooks on a compiled graph are unreliable, and CPUs gain little."""
+        """Never compile the networks: forward hooks on a compiled graph are unreliable."""
         return False
+
+    def _compile_kd_loss(self) -> bool:
+        """Compile the ReCo-KD loss where nnU-Net would compile its network (CUDA, ``nnUNet_compile`` not off).
+
+        The loss is dozens of small element-wise operations per stage, forward and backward: on
+        a GPU they leave the step bound by kernel launches, and compiled they fuse into a few
+        kernels. The loss takes plain tensors, so no hook is involved.
+        """
+        return super()._do_i_compile()
 
     def initialize(self) -> None:
         if self.kd_options.mode != self.kd_mode:
@@ -115,8 +124,12 @@ class ReCoKDTrainer(nnUNetTrainer):
         if self.kd_mode == "recokd":
             self.student_hooks = EncoderFeatureHooks(student)
             self.kd_loss = ReCoKDLoss(self.student_hooks.channels, self.teacher_hooks.channels, self.kd_options,
-                                      ignore_label=self.label_manager.ignore_label).to(self.device)
+                                      ignore_label=self.label_manager.ignore_label,
+                                      num_classes=self.label_manager.num_segmentation_heads).to(self.device)
             self.optimizer.add_param_group({"params": list(self.kd_loss.parameters())})
+            if self._compile_kd_loss():
+                self.print_to_log_file("Using torch.compile for the ReCo-KD loss")
+                self.kd_loss = torch.compile(self.kd_loss)
             if self.is_ddp:  # adapters and MS-CA blocks are trained: their gradients must be averaged too
                 self.kd_loss = DistributedDataParallel(self.kd_loss)
         elif self.kd_mode == "logit":
@@ -182,9 +195,11 @@ class ReCoKDTrainer(nnUNetTrainer):
             self.optimizer.step()
         self.ema.update(unwrap_network(self.network))
 
-        values = {"loss": loss.detach().cpu().numpy(), "seg_loss": seg_loss.detach().cpu().numpy(),
-                  "kd_lambda": np.float64(kd_lambda)}
-        values.update({f"kd_{name}": value.detach().cpu().numpy() for name, value in terms.items()})
+        # One device-to-host copy for all logged scalars: each separate copy would stall a GPU step.
+        names = ["loss", "seg_loss", *(f"kd_{name}" for name in terms)]
+        scalars = torch.stack([loss.detach(), seg_loss.detach(), *(v.detach() for v in terms.values())]).float()
+        values = dict(zip(names, scalars.cpu().numpy()))
+        values["kd_lambda"] = np.float64(kd_lambda)
         self._iteration += 1
         if self.on_step is not None:
             self.on_step(self.current_epoch, self._iteration, values)
