@@ -14,13 +14,18 @@ PACKAGES = ("recokd", "torch", "nnunetv2", "dynamic_network_architectures", "mon
 
 
 def package_versions() -> dict[str, str | None]:
-    """Installed version of each package in :data:`PACKAGES` (``None`` when absent), and Python's."""
+    """Installed version of each package in :data:`PACKAGES` (``None`` when absent), and Python's.
+
+    ReCoKD run from a source tree (on ``PYTHONPATH``, not installed) reports its own ``__version__``.
+    """
+    from recokd import __version__
+
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
+            versions[name] = __version__ if name == "recokd" else None
     return versions
 
 
