@@ -7,7 +7,7 @@ augmentation workers, finishes in little more than the time of one.
 Every job runs in a fresh ``spawn`` process (CUDA cannot be forked), so a job must be
 picklable: a module-level function, or a :func:`functools.partial` of one. Each job's log
 lines carry its name. A job that fails fails the whole call, after the others have finished
-(their checkpoints let a restart resume them); an interrupt stops every job.
+(their checkpoints let a restart resume them); an interrupt terminates every job.
 """
 
 from __future__ import annotations
