@@ -50,6 +50,7 @@ class StepTiming:
     batch_shape: tuple[int, ...]
     width: str
     threads: int  # PyTorch's CPU threads during the measurement
+    kd_loss_compiled: bool = False  # the trainer compiled the KD loss (on a GPU, unless nnUNet_compile is off)
 
     @property
     def ratio(self) -> float:
@@ -108,7 +109,8 @@ def measure_kd_step_ratio(
         times = time_alternately({"kd": lambda: kd.train_step(batch), "plain": lambda: plain.train_step(batch)},
                                  steps, warmup, device)
     timing = StepTiming(options.mode, statistics.median(times["kd"]), statistics.median(times["plain"]), steps,
-                        warmup, str(device), tuple(batch["data"].shape), str(width), torch.get_num_threads())
+                        warmup, str(device), tuple(batch["data"].shape), str(width), torch.get_num_threads(),
+                        hasattr(kd.kd_loss, "_orig_mod"))
     log.info("KD step (%s) %.3f s, plain step %.3f s: ratio %.2f on %s", timing.kd_mode, timing.kd_step_s,
              timing.plain_step_s, timing.ratio, device)
     return timing

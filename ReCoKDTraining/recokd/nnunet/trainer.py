@@ -104,9 +104,11 @@ class ReCoKDTrainer(nnUNetTrainer):
     def _compile_kd_loss(self) -> bool:
         """Compile the ReCo-KD loss where nnU-Net would compile its network (CUDA, ``nnUNet_compile`` not off).
 
-        The loss is dozens of small element-wise operations per stage, forward and backward: on
-        a GPU they leave the step bound by kernel launches, and compiled they fuse into a few
-        kernels. The loss takes plain tensors, so no hook is involved.
+        The loss is hundreds of small operations, forward and backward: on a GPU they leave the
+        step bound by kernel launches. Compiled in ``reduce-overhead`` mode, they are fused and
+        replayed as CUDA graphs (on an H100, Hippocampus patch: KD step 1.41x the plain step,
+        against 1.83x fused only and 2.09x eager). Under DDP, where CUDA graphs were not
+        measured, the loss is only fused. The loss takes plain tensors, so no hook is involved.
         """
         return super()._do_i_compile()
 
@@ -128,8 +130,9 @@ class ReCoKDTrainer(nnUNetTrainer):
                                       num_classes=self.label_manager.num_segmentation_heads).to(self.device)
             self.optimizer.add_param_group({"params": list(self.kd_loss.parameters())})
             if self._compile_kd_loss():
-                self.print_to_log_file("Using torch.compile for the ReCo-KD loss")
-                self.kd_loss = torch.compile(self.kd_loss)
+                mode = "default" if self.is_ddp else "reduce-overhead"
+                self.print_to_log_file(f"Using torch.compile (mode {mode}) for the ReCo-KD loss")
+                self.kd_loss = torch.compile(self.kd_loss, mode=mode)
             if self.is_ddp:  # adapters and MS-CA blocks are trained: their gradients must be averaged too
                 self.kd_loss = DistributedDataParallel(self.kd_loss)
         elif self.kd_mode == "logit":
