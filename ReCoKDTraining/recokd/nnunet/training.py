@@ -97,6 +97,19 @@ def _resume_or_refuse(trainer, resume: bool) -> None:
                           "it, or use another --work-dir for a new run.")
 
 
+def _initialise_and_train(trainer, schedule: Schedule, resume: bool, on_epoch: EpochCallback | None) -> Path:
+    """nnU-Net's ``initialize``, epoch progress, the resume (or the refusal to overwrite), the training.
+
+    Returns the results folder (``<Trainer>__<Plans>__<configuration>``).
+    """
+    trainer.initialize()
+    if on_epoch is not None:
+        EpochProgress(schedule.epochs, on_epoch).attach(trainer)
+    _resume_or_refuse(trainer, resume)
+    trainer.run_training()
+    return Path(trainer.output_folder_base)
+
+
 def train_teacher(
     workspace: Workspace,
     dataset: str | int,
@@ -124,12 +137,7 @@ def train_teacher(
         schedule.apply(trainer)
         trainer.save_every = 1  # as for the students: an interruption loses at most one epoch (nnU-Net: 50)
         write_checkpoints_atomically(trainer)
-        trainer.initialize()
-        if on_epoch is not None:
-            EpochProgress(schedule.epochs, on_epoch).attach(trainer)
-        _resume_or_refuse(trainer, resume)
-        trainer.run_training()
-        return Path(trainer.output_folder_base)
+        return _initialise_and_train(trainer, schedule, resume, on_epoch)
 
 
 def run_distillation(
@@ -158,12 +166,7 @@ def run_distillation(
                                         teacher_fold, teacher_checkpoint, continue_training=resume)
         schedule.apply(trainer)
         trainer.on_step = on_step
-        trainer.initialize()
-        if on_epoch is not None:
-            EpochProgress(schedule.epochs, on_epoch).attach(trainer)
-        _resume_or_refuse(trainer, resume)
-        trainer.run_training()
-        return Path(trainer.output_folder_base)
+        return _initialise_and_train(trainer, schedule, resume, on_epoch)
 
 
 def build_student_trainer(
