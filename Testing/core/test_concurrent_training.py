@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from recokd.errors import RecokdError
-from recokd.evaluate.concurrent_training import augmentation_workers_per_job, train_concurrently
+from recokd.evaluate.concurrent_training import train_concurrently
+from recokd.nnunet.augmentation import workers_per_concurrent_job
 
 
 def _write_marker(folder: Path, name: str) -> Path:
@@ -35,7 +36,7 @@ def test_every_job_runs_in_its_own_process_with_its_share_of_the_cores(tmp_path,
     assert folders == {name: tmp_path / name for name in ("a", "b", "c")}
     pids = {(tmp_path / name / "pid").read_text() for name in folders}
     assert len(pids) == 3 and str(os.getpid()) not in pids
-    assert {(tmp_path / name / "workers").read_text() for name in folders} == {str(augmentation_workers_per_job(3))}
+    assert {(tmp_path / name / "workers").read_text() for name in folders} == {str(workers_per_concurrent_job(3))}
 
 
 def test_a_set_augmentation_worker_count_is_respected(tmp_path, monkeypatch):
@@ -58,4 +59,4 @@ def test_a_job_that_dies_without_reporting_is_a_failure_not_a_hang(tmp_path):
 
 @pytest.mark.parametrize(("jobs", "cores", "expected"), [(3, 16, 4), (3, 2, 1), (1, 16, 15), (4, 4, 1)])
 def test_cores_are_shared_out_leaving_one_per_job(jobs, cores, expected):
-    assert augmentation_workers_per_job(jobs, cores) == expected
+    assert workers_per_concurrent_job(jobs, cores) == expected

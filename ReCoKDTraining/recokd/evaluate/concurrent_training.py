@@ -27,24 +27,15 @@ log = logging.getLogger(__name__)
 POLL_S = 5.0  # how often the parent looks for a job that died without reporting
 
 
-def augmentation_workers_per_job(jobs: int, cores: int | None = None) -> int:
-    """nnU-Net augmentation workers for each of ``jobs`` concurrent trainings: the cores shared out.
-
-    One core per job is left for the job's own main process (network step, loss, logging).
-    """
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores // jobs - 1)
-
-
 def train_concurrently(jobs: Mapping[str, Callable[[], Path]]) -> dict[str, Path]:
     """Run every job in its own process at the same time; returns each job's result folder by name.
 
     ``nnUNet_n_proc_DA``, when set, is respected; otherwise each job gets
-    :func:`augmentation_workers_per_job` workers.
+    :func:`~recokd.nnunet.augmentation.workers_per_concurrent_job` workers.
     """
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    workers = os.environ.get(augmentation.VARIABLE) or str(augmentation_workers_per_job(len(jobs)))
+    workers = os.environ.get(augmentation.VARIABLE) or str(augmentation.workers_per_concurrent_job(len(jobs)))
     processes = {name: context.Process(target=_run_job, args=(name, job, workers, results), name=f"recokd-{name}")
                  for name, job in jobs.items()}
     log.info("Training %s concurrently, %s augmentation workers each", ", ".join(processes), workers)

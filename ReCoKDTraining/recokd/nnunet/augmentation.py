@@ -26,6 +26,15 @@ def default_worker_count(device: torch.device, cores: int | None = None) -> int:
     return min(12, cores) if device.type == "cuda" else (0 if cores <= 4 else min(4, cores // 2))
 
 
+def workers_per_concurrent_job(jobs: int, cores: int | None = None) -> int:
+    """nnU-Net augmentation workers for each of ``jobs`` concurrent trainings: the cores shared out.
+
+    One core per job is left for the job's own main process (network step, loss, logging).
+    """
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // jobs - 1)
+
+
 @contextmanager
 def augmentation_workers(count: int, override: bool = False) -> Iterator[None]:
     """Set ``nnUNet_n_proc_DA`` to ``count`` within the block, unless the user set it (or ``override``)."""
