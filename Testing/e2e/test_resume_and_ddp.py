@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -50,15 +52,32 @@ def test_killed_distillation_resumes_from_last_epoch_with_same_options(tiny_pipe
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo on Windows is not exercised here")
-def test_distillation_runs_under_torchrun_with_two_cpu_processes(tiny_pipeline):
+def test_distillation_runs_under_torchrun_with_two_cpu_processes(tiny_pipeline, tmp_path):
+    # Each rank's streams go to their own files: two ranks writing one unbuffered pipe interleave word by word.
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "recokd",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "--log-dir", str(tmp_path), "--redirects", "3", "-m", "recokd",
          "distill", "--teacher", str(tiny_pipeline.teacher), "--dataset", DATASET, "--work-dir",
          str(tiny_pipeline.work_dir), "--device", "cpu", "--width", "1/8", "--mode", "logit", "--progress", "json",
          "--no-export", "--epochs", "1", "--iterations-per-epoch", "2", "--val-iterations", "1"],
         env=tiny_pipeline.env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "worker 1 batch_size 1" in result.stdout + result.stderr, "the batch is split over the two ranks"
-    events = json_lines(result.stdout)
-    assert [e["event"] for e in events] == ["progress", "result"], "only rank 0 reports"
+    logs = {stream: [_rank_log(tmp_path, rank, stream) for rank in (0, 1)] for stream in ("stdout", "stderr")}
+    assert result.returncode == 0, logs["stderr"][0][-3000:] + logs["stderr"][1][-3000:]
+    global_batch = _plans_batch_size(tiny_pipeline)
+    per_rank = [int(re.search(rf"^worker {rank} batch_size (\d+)$", logs["stderr"][rank], re.M).group(1))
+                for rank in (0, 1)]
+    assert sum(per_rank) == global_batch and min(per_rank) >= 1, "the batch is split over the two ranks"
+    assert [e["event"] for e in json_lines(logs["stdout"][0])] == ["progress", "result"]
+    assert logs["stdout"][1] == "", "only rank 0 reports"
     assert load_checkpoint(_student_fold(tiny_pipeline, "ReCoKDTrainer_logitKD") / "checkpoint_final.pth")
+
+
+def _rank_log(log_dir, rank: int, stream: str) -> str:
+    """torchrun writes ``<log-dir>/<run id>/attempt_0/<rank>/<stream>.log``."""
+    (path,) = log_dir.glob(f"*/attempt_0/{rank}/{stream}.log")
+    return path.read_text()
+
+
+def _plans_batch_size(pipeline) -> int:
+    plans = json.loads((pipeline.preprocessed / "nnUNetPlans.json").read_text())
+    return plans["configurations"]["3d_fullres"]["batch_size"]
