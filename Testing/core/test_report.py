@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from recokd.errors import RecokdError
-from recokd.evaluate.report import markdown_table, read_results, target_checks, update_readme, write_report
+from recokd.evaluate.report import (
+    markdown_table,
+    read_results,
+    structure_size_table,
+    target_checks,
+    update_readme,
+    write_report,
+)
 
 MODEL_KEYS = ("teacher", "student_recokd", "student_plain", "student_logitkd")
 SCHEMA_KEYS = {"params", "flops", "mean_dice", "dice_per_class", "hd95_per_class", "cpu_latency_s",
@@ -89,6 +96,23 @@ def test_markdown_table_is_derived_from_the_json():
     assert len(table.splitlines()) == 2 + len(MODEL_KEYS)
 
 
+def test_structure_size_table_ranks_structures_by_volume_and_compares_recokd_with_plain():
+    results = sample_results()
+    for entry in results["models"].values():  # a second, smaller structure present in every case
+        for i, case in enumerate(entry["cases"]):
+            case["dice"]["Posterior"], case["volume_ml"]["Posterior"] = 0.5, 0.1 * (i + 1)
+    results["models"]["student_recokd"]["cases"][0]["dice"]["Posterior"] = 0.8
+    rows = structure_size_table(results).splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| Posterior", "| Anterior"], "smallest first"
+    assert rows[0].split(" | ")[1:3] == ["0.20", "3"]  # mean volume (ml), cases
+    assert rows[0].endswith("| +10.00 |")  # ReCo-KD (0.8 + 0.5 + 0.5) / 3 vs plain 0.5
+    assert rows[1].endswith("| +1.70 |")  # Anterior: 0.887 vs 0.870 on average over the 3 cases
+
+    for entry in results["models"].values():
+        entry["cases"] = []
+    assert structure_size_table(results) is None
+
+
 def test_targets_are_judged_on_the_measured_numbers():
     checks = {c.target.split(" ")[0] + str(i): c.status for i, c in enumerate(target_checks(sample_results()))}
     assert list(checks.values()) == ["met", "met", "met", "met", "met", "not measured"]
@@ -110,6 +134,7 @@ def test_markdown_report_holds_table_targets_notes_and_plots(written):
     report = paths["markdown"].read_text(encoding="utf-8")
     assert markdown_table(read_results(paths["json"])) in report
     assert "## Targets" in report and "A generated note." in report
+    assert structure_size_table(read_results(paths["json"])) in report
     for kind in ("dice_vs_params", "dice_vs_latency", "dice_per_class", "dice_vs_volume"):
         assert f"](hippocampus_{kind}.png)" in report
         assert (out / f"hippocampus_{kind}.png").is_file()

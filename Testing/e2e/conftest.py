@@ -48,11 +48,17 @@ class TinyPipeline:
                       str(self.work_dir), "--device", "cpu", *extra, env=self.env, check=check)
 
 
+def isolated_env() -> dict:
+    """This process's environment without the user's nnU-Net folders, augmentation in the main process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env["nnUNet_n_proc_DA"] = "0"
+    return env
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory) -> TinyPipeline:
     work_dir = tmp_path_factory.mktemp("pipeline")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    env["nnUNet_n_proc_DA"] = "0"
+    env = isolated_env()
     recokd("phantom", "--out", str(work_dir / "nnUNet_raw" / DATASET), "--cases", "6", "--test-cases", "2",
            "--size", "32", "32", "32", env=env)
     recokd("prepare", "--dataset", DATASET, "--work-dir", str(work_dir), env=env)

@@ -3,7 +3,8 @@
 ``recokd benchmark --dataset hippocampus --schedule cpu`` runs the protocol of
 :mod:`recokd.evaluate.protocol` and writes ``<name>.json``, ``<name>.md`` and the PNG plots;
 ``recokd benchmark --update-readme`` only regenerates the README's results table from a
-results JSON, ``--render`` the report and plots beside it.
+results JSON, ``--render`` the report and plots beside it; ``--kd-weight-sweep 0.1 1`` adds
+ReCo-KD students at other KD weights to a finished run (:mod:`recokd.evaluate.kd_weight_sweep`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def register(subparsers) -> None:
     p.add_argument("--ms-ca", choices=MS_CA_FORMS, default="gc", help="MS-CA form of the ReCo-KD student")
     p.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads for the whole run: training, evaluation, timing (default: PyTorch's choice)")
     p.add_argument("--no-mirroring", action="store_true", help="evaluate without test-time mirroring")
+    sweep = p.add_argument_group("after a finished benchmark run (its --work-dir)")
+    sweep.add_argument("--kd-weight-sweep", type=float, nargs="+", metavar="LAMBDA", default=None,
+                       help="train one more ReCo-KD student per KD weight beside the benchmark's (same teacher, "
+                            "data, schedule, seed) and score all of them on its test cases; writes "
+                            "<dataset>_kd_weight_sweep.{json,md,png}")
     readme = p.add_argument_group("from an existing results JSON (no benchmark run)")
     readme.add_argument("--update-readme", action="store_true",
                         help="regenerate the README's results table from --results and exit")
@@ -60,11 +66,27 @@ def run(args) -> int:
         print(f"Rendered {paths['markdown']} and its plots from {args.results}")
         if not args.update_readme:
             return 0
+    if args.kd_weight_sweep:
+        return _run_sweep(args)
     if args.update_readme:
         changed = update_readme(args.readme, args.results)
         print(f"{args.readme}: results table {'updated' if changed else 'already up to date'} from {args.results}")
         return 0
     return _run_benchmark(args)
+
+
+def _work_dir(args) -> Path:
+    return args.work_dir or DEFAULT_WORK_DIR / f"benchmark_{args.dataset}_{args.schedule}"
+
+
+def _run_sweep(args) -> int:
+    from recokd.evaluate.kd_weight_sweep import run_kd_weight_sweep, write_sweep_report
+
+    work_dir = _work_dir(args)
+    results = run_kd_weight_sweep(work_dir, args.kd_weight_sweep, args.device, args.threads, not args.no_mirroring)
+    paths = write_sweep_report(results, args.output_dir or work_dir / "results", results["benchmark"])
+    print(f"Results: {paths['json']}\nReport:  {paths['markdown']}")
+    return 0
 
 
 def _run_benchmark(args) -> int:
@@ -73,7 +95,7 @@ def _run_benchmark(args) -> int:
     from recokd.evaluate.report import target_checks, write_report
     from recokd.nnunet.student_plans import parse_width
 
-    work_dir = args.work_dir or DEFAULT_WORK_DIR / f"benchmark_{args.dataset}_{args.schedule}"
+    work_dir = _work_dir(args)
     config = BenchmarkConfig(
         dataset=args.dataset, preset=PRESETS[args.schedule], work_dir=work_dir,
         source=args.source if args.dataset == "hippocampus" else None, width=parse_width(args.width),

@@ -4,6 +4,8 @@
 * Dice per class as grouped bars;
 * Dice of every structure in every test case against that structure's volume (log scale),
   with each structure's mean: does distillation help the small structures?
+* for a KD-weight sweep, the ReCo-KD students' Dice against lambda beside the teacher and the
+  plain student.
 
 Dice is shown in percent, as papers report it. Every figure is drawn in Matplotlib's default
 style, whatever the process has set globally (nnU-Net's progress plot switches on seaborn's
@@ -31,9 +33,14 @@ MODEL_LABELS = {
 MODEL_COLOURS = {"teacher": "tab:blue", "student_recokd": "tab:red", "student_logitkd": "tab:orange",
                  "student_plain": "tab:gray"}
 MARKERS = "osD^v<>Px*"
+CLASS_COLOURS = plt.get_cmap("Dark2").colors  # classes in the sweep plot: none of the models' colours
+SWEEP_PREFIX = "student_recokd_kd"  # + lambda: the model key of a KD-weight sweep's ReCo-KD student
 
 
 def model_label(key: str) -> str:
+    """A model key as people read it; ``student_recokd_kd0.1`` (a KD-weight sweep's student) names its lambda."""
+    if key.startswith(SWEEP_PREFIX):
+        return f"{MODEL_LABELS['student_recokd']}, λ {key.removeprefix(SWEEP_PREFIX)}"
     return MODEL_LABELS.get(key, key)
 
 
@@ -168,6 +175,38 @@ def plot_dice_vs_volume(results: dict, path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     ax.set_title("Dice per structure vs structure volume (small structures on the left)", fontsize=10)
+    return _save(fig, path)
+
+
+@_default_style
+def plot_dice_vs_kd_weight(sweep: dict, path: Path) -> Path:
+    """ReCo-KD students' mean Dice (bold) and Dice per class against lambda (log x); teacher and plain as lines.
+
+    ``sweep`` is a KD-weight sweep's results (:mod:`recokd.evaluate.kd_weight_sweep`): models
+    with a positive ``kd_weight`` are ReCo-KD students; the teacher (no weight) and the plain
+    student (weight 0) are dashed horizontal lines at their mean Dice.
+    """
+    models = sweep["models"]
+    students = sorted((m for m in models.values() if m.get("kd_weight")), key=lambda m: m["kd_weight"])
+    classes = list(next(iter(models.values()))["dice_per_class"])
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    weights = [m["kd_weight"] for m in students]
+    ax.plot(weights, [_percent(m.get("mean_dice")) for m in students], color=MODEL_COLOURS["student_recokd"],
+            marker="o", lw=2, label=f"{model_label('student_recokd')}, mean")
+    for index, name in enumerate(classes):
+        ax.plot(weights, [_percent(m["dice_per_class"].get(name)) for m in students],
+                color=CLASS_COLOURS[index % len(CLASS_COLOURS)],
+                marker=MARKERS[index % len(MARKERS)], lw=0.8, alpha=0.7, label=name)
+    for key in ("teacher", "student_plain"):
+        if models.get(key, {}).get("mean_dice") is not None:
+            ax.axhline(_percent(models[key]["mean_dice"]), color=_colour(key, 0), ls="--", lw=1.2,
+                       label=f"{model_label(key)}, mean")
+    _log_x(ax, PLAIN_NUMBER)
+    ax.set_xlabel("KD weight λ (log scale)")
+    ax.set_ylabel("Dice (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("ReCo-KD students against the KD weight", fontsize=10)
     return _save(fig, path)
 
 

@@ -109,6 +109,11 @@ PRESETS = {
         "cpu", "about two hours on a 2-core CPU: every model 20 epochs x 20 iterations (400 steps)",
         Schedule(epochs=20, iterations_per_epoch=20, val_iterations_per_epoch=3), max_test_cases=None,
         ct_shape=(120, 512, 512), ct_tile_step=1.0, timing_steps=10, phantom_cases=(24, 8), phantom_shape=(64, 64, 64)),
+    "cpu_long": Preset(
+        "cpu_long", "a 2-core CPU, long enough for x1/4 students to leave nnU-Net's all-background phase: every "
+        "model 50 epochs x 20 iterations (1,000 steps); the phantom at 48^3",
+        Schedule(epochs=50, iterations_per_epoch=20, val_iterations_per_epoch=3), max_test_cases=None,
+        ct_shape=(120, 512, 512), ct_tile_step=1.0, timing_steps=10, phantom_cases=(24, 8), phantom_shape=(48, 48, 48)),
     "gpu": Preset(
         "gpu", "one GPU in well under half an hour: every model 40 epochs x 100 iterations (4,000 steps, 10x the "
         "cpu schedule), the three students side by side",
@@ -210,9 +215,9 @@ def _train_models(config: BenchmarkConfig, workspace: Workspace, dataset: str, t
         dataset, "nnUNetTrainer", teacher_plans["plans_name"], config.seed,
         lambda resume: train_teacher(workspace, dataset, CONFIGURATION, FOLD, schedule, device, resume,
                                      on_epoch=_epoch_logger(TEACHER)))
-    packages = {TEACHER: _export(teacher_folder, workspace, TEACHER)}
+    packages = {TEACHER: export_model(teacher_folder, workspace, TEACHER)}
     student_plans = student_plans_identifier(teacher_plans["plans_name"], width)
-    jobs = {key: partial(_train_student, key, mode, workspace, teacher_folder, dataset, student_plans, width,
+    jobs = {key: partial(train_student, key, mode, workspace, teacher_folder, dataset, student_plans, width,
                          replace(config.kd_options, mode=mode), schedule, device, config.seed)
             for key, mode in STUDENTS.items()}
     side_by_side = device.type == "cuda" if config.concurrent_students is None else config.concurrent_students
@@ -224,11 +229,11 @@ def _train_models(config: BenchmarkConfig, workspace: Workspace, dataset: str, t
         for key, job in jobs.items():
             stage(f"distilling {key} (mode {STUDENTS[key]}, width {width})")
             folders[key] = job()
-    packages.update({key: _export(folder, workspace, key) for key, folder in folders.items()})
+    packages.update({key: export_model(folder, workspace, key) for key, folder in folders.items()})
     return teacher_folder, packages
 
 
-def _train_student(key: str, mode: str, workspace: Workspace, teacher_folder: Path, dataset: str, plans: str,
+def train_student(key: str, mode: str, workspace: Workspace, teacher_folder: Path, dataset: str, plans: str,
                    width: Fraction, options: KDOptions, schedule: Schedule, device: torch.device, seed: int) -> Path:
     """One student of the benchmark (module level, so that it can run in its own process)."""
     return _train_once(dataset, STUDENT_TRAINERS[mode], plans, seed, lambda resume: run_distillation(
@@ -322,7 +327,7 @@ def _train_once(dataset: str, trainer: str, plans: str, seed: int, train: Callab
     return train(resume)
 
 
-def _export(result_folder: Path, workspace: Workspace, key: str) -> Path:
+def export_model(result_folder: Path, workspace: Workspace, key: str) -> Path:
     from recokd.package.export import export_package
 
     return export_package(result_folder, workspace.root / "packages" / f"{key}.recokd.zip", fold=FOLD,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recokd.errors import RecokdError
-from recokd.evaluate.plots import model_label, write_plots
+from recokd.evaluate.plots import model_label, structure_points, write_plots
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def markdown_table(results: dict) -> str:
             _millions(model.get("params")),
             _ratio(model.get("params"), teacher.get("params")),
             _number(_scaled(model.get("flops"), 1e-9), 2),
-            *[_number(_scaled(model["dice_per_class"].get(c), 100), 2) for c in classes],
-            _number(_scaled(model.get("mean_dice"), 100), 2),
+            *[dice_percent(model["dice_per_class"].get(c)) for c in classes],
+            dice_percent(model.get("mean_dice")),
             *[_number(model.get("hd95_per_class", {}).get(c), 2) for c in classes],
             _number(model.get("cpu_latency_s"), 3),
             _number(model.get("gpu_latency_s"), 3),
@@ -139,9 +139,44 @@ def markdown_table(results: dict) -> str:
             _speedup(teacher.get("ct_cpu_latency_s"), model.get("ct_cpu_latency_s")),
             _number(model.get("peak_rss_mb"), 0),
         ])
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return markdown_rows(header, rows, left_columns=1)
+
+
+def markdown_rows(header: list[str], rows: list[list[str]], left_columns: int) -> str:
+    """A GitHub Markdown table; the first ``left_columns`` columns left-aligned, the numbers right-aligned."""
+    align = ["---"] * left_columns + ["---:"] * (len(header) - left_columns)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def structure_size_table(results: dict) -> str | None:
+    """Dice of every structure against its size, smallest first: does distillation help the small ones?
+
+    One row per structure: its mean reference volume and the number of test cases holding it,
+    each model's mean Dice over those cases, and ReCo-KD minus the plain student in Dice
+    points. ``None`` when the results hold no per-case volumes.
+    """
+    models = results["models"]
+    points = {key: structure_points(model) for key, model in models.items()}
+    reference = next((p for p in points.values() if p), None)
+    if reference is None:
+        return None
+    header = ["Structure", "Mean volume (ml)", "Cases", *[f"Dice {model_label(k)} (%)" for k in models]]
+    compare = RECOKD in models and PLAIN in models
+    if compare:
+        header.append("ReCo-KD − no KD (points)")
+    by_volume = sorted(reference, key=lambda name: _mean([v for v, _ in reference[name]]))
+    rows = []
+    for name in by_volume:
+        dice = {key: _mean([d for _, d in p.get(name, [])]) for key, p in points.items()}
+        row = [name, _number(_mean([v for v, _ in reference[name]]), 2), str(len(reference[name])),
+               *[dice_percent(dice[key]) for key in models]]
+        if compare:
+            gain = _difference(dice[RECOKD], dice[PLAIN])
+            row.append(MISSING if gain is None else f"{100 * gain:+.2f}")
+        rows.append(row)
+    return markdown_rows(header, rows, left_columns=1)
 
 
 def target_checks(results: dict) -> list[TargetCheck]:
@@ -204,6 +239,11 @@ def markdown_report(results: dict, plot_files: dict[str, str]) -> str:
               "model; peak RSS is that process's high-water mark (1 MB = 2^20 bytes).", "",
               "## Targets", "", "| Target | Measured | Status |", "|---|---|---|"]
     lines += [f"| {c.target} | {c.measured} | {c.status} |" for c in target_checks(results)]
+    sizes = structure_size_table(results)
+    if sizes is not None:
+        lines += ["", "## Dice by structure size", "",
+                  "Each structure's mean Dice over the test cases that hold it, smallest structure first "
+                  "(volumes from the reference labels).", "", sizes]
     if results.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
     lines += ["", "## Plots", ""] + [f"![{kind.replace('_', ' ')}]({file})" for kind, file in plot_files.items()]
@@ -250,8 +290,17 @@ def _quotient(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
+
+
+def dice_percent(value: float | None) -> str:
+    """A Dice in [0, 1] as percent with two decimals (``–`` when undefined)."""
+    return _number(_scaled(value, 100), 2)
 
 
 def _number(value: float | None, digits: int) -> str:

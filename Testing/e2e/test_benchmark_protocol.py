@@ -1,0 +1,89 @@
+"""The benchmark protocol end to end on a micro phantom, then a KD-weight sweep beside it.
+
+The protocol runs in a subprocess with a preset smaller than ``smoke`` (the named presets take
+minutes): real nnU-Net planning, a real teacher, three real students, evaluation on the
+held-out cases, the CT-sized volume (each model in its own process) and the step timing.
+The sweep then runs through the command line, reusing that teacher and those packages.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import isolated_env, recokd
+
+from recokd.nnunet.checkpoint import load_checkpoint
+
+DRIVER = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from recokd.evaluate.protocol import BenchmarkConfig, Preset, run_benchmark
+    from recokd.evaluate.report import write_report
+    from recokd.nnunet.training import Schedule
+
+    if __name__ == "__main__":
+        work_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+        micro = Preset("micro", "test only", Schedule(epochs=1, iterations_per_epoch=2, val_iterations_per_epoch=1),
+                       max_test_cases=2, ct_shape=(24, 40, 40), ct_tile_step=1.0, timing_steps=1,
+                       phantom_cases=(6, 2), phantom_shape=(32, 32, 32))
+        results = run_benchmark(BenchmarkConfig("phantom", micro, work_dir, device="cpu", threads=1))
+        print(json.dumps({k: str(v) for k, v in write_report(results, out_dir, "phantom").items()}))
+""")
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("benchmark")
+    driver = root / "driver.py"
+    driver.write_text(DRIVER)
+    work_dir, out_dir = root / "work", root / "results"
+    finished = subprocess.run([sys.executable, str(driver), str(work_dir), str(out_dir)], env=isolated_env(),
+                              capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    paths = json.loads(finished.stdout.strip().splitlines()[-1])
+    return work_dir, json.loads(open(paths["json"], encoding="utf-8").read()), paths
+
+
+def test_benchmark_measures_every_model_on_held_out_cases(benchmark_run):
+    _, results, paths = benchmark_run
+    split = results["split"]
+    assert len(split["test"]) == 2 and not set(split["test"]) & set(split["train"])
+    models = results["models"]
+    assert list(models) == ["teacher", "student_recokd", "student_plain", "student_logitkd"]
+    for entry in models.values():
+        assert [case["case"] for case in entry["cases"]] == split["test"]
+        assert entry["cpu_latency_s"] > 0 and entry["params"] > 0 and entry["flops"] > 0
+    assert models["student_recokd"]["params"] <= 0.1 * models["teacher"]["params"], "width chosen within budget"
+    for key in ("teacher", "student_recokd"):  # the CT-sized volume, each in a process of its own
+        assert models[key]["ct_cpu_latency_s"] > 0 and models[key]["peak_rss_mb"] > 100
+    assert results["kd_step_timing"]["kd_step_s"] > 0 and results["kd_step_ratio"] > 0
+    report = open(paths["markdown"], encoding="utf-8").read()
+    assert "## Dice by structure size" in report and "adrenal_gland" in report
+
+
+def test_kd_weight_sweep_trains_new_students_beside_the_benchmark_and_scores_all(benchmark_run, tmp_path):
+    work_dir, results, _ = benchmark_run
+    env = isolated_env()
+    out = tmp_path / "sweep"
+    finished = recokd("benchmark", "--dataset", "phantom", "--work-dir", str(work_dir), "--kd-weight-sweep", "0.5",
+                      "0.01", "--device", "cpu", "--threads", "1", "--output-dir", str(out), env=env)
+    assert "Report:" in finished.stdout
+    sweep = json.loads((out / "phantom_kd_weight_sweep.json").read_text(encoding="utf-8"))
+    assert sweep["kd_weights"] == [0.01, 0.5], "the benchmark's own lambda is reused, not trained again"
+    assert list(sweep["models"]) == ["teacher", "student_plain", "student_recokd", "student_recokd_kd0.5"]
+    assert [m["kd_weight"] for m in sweep["models"].values()] == [None, 0.0, 0.01, 0.5]
+    assert (work_dir / "kd_weight_sweep" / "student_recokd_kd0.5" / "nnUNet_results").is_dir()
+    checkpoint = next((work_dir / "kd_weight_sweep").rglob("checkpoint_final.pth"))
+    assert load_checkpoint(checkpoint)["recokd"]["options"]["kd_weight"] == 0.5
+    assert sweep["models"]["student_plain"]["dice_per_class"] == results["models"]["student_plain"]["dice_per_class"], \
+        "the benchmark's packages score as they did in the benchmark"
+    assert (out / "phantom_kd_weight_sweep_dice_vs_kd_weight.png").stat().st_size > 10_000
+    assert "| Student, ReCo-KD | 0.01 |" in (out / "phantom_kd_weight_sweep.md").read_text(encoding="utf-8")
+
+    refused = recokd("benchmark", "--dataset", "phantom", "--work-dir", str(tmp_path), "--kd-weight-sweep", "0.1",
+                     env=env, check=False)
+    assert refused.returncode == 2 and "not a benchmark work directory" in refused.stderr
