@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 from conftest import DATASET, TINY_SCHEDULE, json_lines
 
@@ -69,3 +71,41 @@ def test_unsupported_width_is_refused_before_any_work(tiny_pipeline):
     result = tiny_pipeline.distill("--width", "1/3", "--no-export", check=False)
     assert result.returncode == 2
     assert "1/3" in result.stderr and "1/4" in result.stderr
+
+
+PLAIN_VS_NNUNET = """
+import json, random, sys
+from fractions import Fraction
+from pathlib import Path
+import numpy as np, torch
+from recokd.distill.options import KDOptions
+from recokd.nnunet.checkpoint import load_checkpoint
+from recokd.nnunet.training import Schedule, run_distillation, train_teacher
+from recokd.workspace import Workspace
+
+if __name__ == "__main__":
+    work_dir, teacher, results = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    workspace = Workspace(work_dir, work_dir / "nnUNet_raw", work_dir / "nnUNet_preprocessed", results).activate()
+    schedule, width, losses = Schedule(epochs=2, iterations_per_epoch=3, val_iterations_per_epoch=1), Fraction(1, 8), {}
+    for name, train in (
+            ("nnunet", lambda: train_teacher(workspace, sys.argv[4], schedule=schedule, width=width)),
+            ("plain", lambda: run_distillation(workspace, teacher, sys.argv[4], width, KDOptions(mode="none"),
+                                               schedule=schedule))):
+        random.seed(0); np.random.seed(0); torch.manual_seed(0)
+        folder = train()
+        logged = load_checkpoint(folder / "fold_0" / "checkpoint_final.pth")["logging"]["train_losses"]
+        losses[name] = [float(loss) for loss in logged]
+    print(json.dumps(losses))
+"""
+
+
+def test_plain_student_trains_exactly_like_nnunets_own_trainer_at_its_width(tiny_pipeline, tmp_path):
+    """The no-KD baseline is nnU-Net: same seed, same width, the same training loss at every epoch."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(PLAIN_VS_NNUNET)
+    finished = subprocess.run([sys.executable, str(driver), str(tiny_pipeline.work_dir), str(tiny_pipeline.teacher),
+                               str(tmp_path / "nnUNet_results"), DATASET], env=tiny_pipeline.env, capture_output=True,
+                              text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    losses = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert len(losses["nnunet"]) == 2 and losses["plain"] == losses["nnunet"]

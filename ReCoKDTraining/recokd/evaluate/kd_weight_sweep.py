@@ -6,7 +6,7 @@ weak next to nnU-Net's segmentation loss. This sweep answers it without retraini
 the benchmark has: it reuses the benchmark's teacher, preprocessed data, split, width,
 schedule, seed and every other KD option, trains one more ReCo-KD student per extra lambda
 (each in a results folder of its own, since nnU-Net names result folders by trainer and
-plans only), and scores them together with the benchmark's teacher, plain and lambda = 0.01
+plans only; side by side on a GPU, as the benchmark's students), and scores them together with the benchmark's teacher, plain and lambda = 0.01
 students on the same held-out cases with the same evaluation.
 
 Results are JSON-ready: ``{benchmark, created, device, schedule, width, seed, options,
@@ -22,12 +22,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
+
+import torch
 
 from recokd.distill.options import KDOptions
 from recokd.errors import RecokdError
 from recokd.evaluate.benchmark_data import held_out_cases
 from recokd.evaluate.comparison import evaluate_models
+from recokd.evaluate.concurrent_training import train_concurrently
 from recokd.evaluate.environment import machine_description, package_versions
 from recokd.evaluate.plots import SWEEP_PREFIX, model_label, plot_dice_vs_kd_weight
 from recokd.evaluate.report import (
@@ -83,17 +87,25 @@ def run_kd_weight_sweep(work_dir: Path, kd_weights: Sequence[float], device: str
     if not weights:
         raise RecokdError(f"No new KD weight to try: the benchmark already has lambda = {base_options.kd_weight:g}.")
     device = resolve_device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)  # training and evaluation alike, as in the benchmark
     teacher_plans = json.loads((teacher_folder / "plans.json").read_text())["plans_name"]
     student_plans = student_plans_identifier(teacher_plans, width)
 
-    for weight in weights:
-        key = sweep_key(weight)
-        workspace = Workspace(benchmark.root, benchmark.raw, benchmark.preprocessed,
-                              work_dir / SWEEP_FOLDER / key / "nnUNet_results").activate()
-        log.info("== training %s (lambda %g)", key, weight)
-        folder = train_student(key, "recokd", workspace, teacher_folder, spec.folder, student_plans, width,
-                               replace(base_options, kd_weight=weight), schedule, device, seed)
-        packages[key] = export_model(folder, workspace, key)
+    workspaces = {sweep_key(w): Workspace(benchmark.root, benchmark.raw, benchmark.preprocessed,
+                                          work_dir / SWEEP_FOLDER / sweep_key(w) / "nnUNet_results") for w in weights}
+    jobs = {key: partial(train_student, key, "recokd", workspaces[key], teacher_folder, spec.folder, student_plans,
+                         width, replace(base_options, kd_weight=weight), schedule, device, seed)
+            for key, weight in zip(workspaces, weights)}
+    if device.type == "cuda":  # side by side, as the benchmark's students (a GPU idles behind augmentation)
+        log.info("== training %s concurrently", ", ".join(jobs))
+        folders = train_concurrently(jobs)
+    else:
+        folders = {}
+        for key, job in jobs.items():
+            log.info("== training %s", key)
+            folders[key] = job()
+    packages.update({key: export_model(folder, workspaces[key], key) for key, folder in folders.items()})
     benchmark.activate()
 
     cases = held_out_cases(benchmark.raw / spec.folder)[: settings["preset"]["max_test_cases"]]

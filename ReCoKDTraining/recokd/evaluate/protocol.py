@@ -235,7 +235,12 @@ def _train_models(config: BenchmarkConfig, workspace: Workspace, dataset: str, t
 
 def train_student(key: str, mode: str, workspace: Workspace, teacher_folder: Path, dataset: str, plans: str,
                    width: Fraction, options: KDOptions, schedule: Schedule, device: torch.device, seed: int) -> Path:
-    """One student of the benchmark (module level, so that it can run in its own process)."""
+    """One student of the benchmark (module level, so that it can run in its own process).
+
+    ``workspace`` is activated first: where a finished or interrupted training is looked for
+    follows it, also in a process of its own.
+    """
+    workspace.activate()
     return _train_once(dataset, STUDENT_TRAINERS[mode], plans, seed, lambda resume: run_distillation(
         workspace, teacher_folder, dataset, width, options, FOLD, schedule, device, resume,
         on_epoch=_epoch_logger(key)))

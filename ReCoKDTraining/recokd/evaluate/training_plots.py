@@ -30,13 +30,17 @@ def plot_distillation_progress(logged: dict, out_folder: Path) -> Path:
         twin.legend(loc="upper right")
     top.set_ylabel("loss")
     top.legend(loc="upper left")
-    for key in KD_TERMS:
-        if any(logged.get(key, [])):
-            bottom.plot(epochs, logged[key], label=key.removeprefix("kd_"))
+    terms = [key for key in KD_TERMS if any(logged.get(key, []))]
+    for key in terms:
+        bottom.plot(epochs, logged[key], label=key.removeprefix("kd_"))
     bottom.set_yscale("symlog", linthresh=1e-4)
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("KD term (stage-weighted)")
-    bottom.legend(loc="upper right")
+    if terms:
+        bottom.legend(loc="upper right")
+    else:  # logit KD and the plain student have no feature terms
+        bottom.text(0.5, 0.5, "no feature-distillation terms in this mode", ha="center", va="center",
+                    transform=bottom.transAxes)
     fig.suptitle("ReCo-KD distillation")
     fig.tight_layout()
     out = Path(out_folder) / "distillation_progress.png"
