@@ -6,8 +6,9 @@ weak next to nnU-Net's segmentation loss. This sweep answers it without retraini
 the benchmark has: it reuses the benchmark's teacher, preprocessed data, split, width,
 schedule, seed and every other KD option, trains one more ReCo-KD student per extra lambda
 (each in a results folder of its own, since nnU-Net names result folders by trainer and
-plans only; side by side on a GPU, as the benchmark's students), and scores them together with the benchmark's teacher, plain and lambda = 0.01
-students on the same held-out cases with the same evaluation.
+plans only; side by side on a GPU, as the benchmark's students), and scores them together
+with the benchmark's teacher, plain and lambda = 0.01 students on the same held-out cases
+with the same evaluation.
 
 Results are JSON-ready: ``{benchmark, created, device, schedule, width, seed, options,
 kd_weights: [...], models: {key: {kd_weight, mean_dice, dice_per_class, hd95_per_class,

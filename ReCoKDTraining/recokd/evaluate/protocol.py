@@ -234,7 +234,7 @@ def _train_models(config: BenchmarkConfig, workspace: Workspace, dataset: str, t
 
 
 def train_student(key: str, mode: str, workspace: Workspace, teacher_folder: Path, dataset: str, plans: str,
-                   width: Fraction, options: KDOptions, schedule: Schedule, device: torch.device, seed: int) -> Path:
+                  width: Fraction, options: KDOptions, schedule: Schedule, device: torch.device, seed: int) -> Path:
     """One student of the benchmark (module level, so that it can run in its own process).
 
     ``workspace`` is activated first: where a finished or interrupted training is looked for
