@@ -14,6 +14,7 @@ from recokd.evaluate.report import (
     read_results,
     structure_size_table,
     target_checks,
+    training_table,
     update_readme,
     write_report,
 )
@@ -111,6 +112,20 @@ def test_structure_size_table_ranks_structures_by_volume_and_compares_recokd_wit
     for entry in results["models"].values():
         entry["cases"] = []
     assert structure_size_table(results) is None
+
+
+def test_training_records_give_a_table_and_a_plot_of_pseudo_dice(tmp_path):
+    results = sample_results()
+    assert training_table(results) is None
+    assert "training" not in write_report(results, tmp_path / "without", "hippocampus"), "no plot without records"
+    results["models"]["student_plain"]["training"] = {
+        "epochs": 3, "seconds": 150.0, "pseudo_dice": [0.0, 0.4, 0.3],
+        "pseudo_dice_per_class": [[0.0, 0.0], [0.5, 0.3], [0.4, 0.2]], "train_loss": [1.0, 0.5, 0.2]}
+    (row,) = training_table(results).splitlines()[2:]
+    assert row == "| Student, no KD | 3 | 2.5 | 30.00 | 40.00 |"
+    paths = write_report(results, tmp_path / "with", "hippocampus")
+    assert matplotlib.image.imread(paths["training"]).shape[1] > 300
+    assert "## Training" in paths["markdown"].read_text(encoding="utf-8")
 
 
 def test_targets_are_judged_on_the_measured_numbers():

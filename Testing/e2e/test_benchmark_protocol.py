@@ -61,8 +61,11 @@ def test_benchmark_measures_every_model_on_held_out_cases(benchmark_run):
     for key in ("teacher", "student_recokd"):  # the CT-sized volume, each in a process of its own
         assert models[key]["ct_cpu_latency_s"] > 0 and models[key]["peak_rss_mb"] > 100
     assert results["kd_step_timing"]["kd_step_s"] > 0 and results["kd_step_ratio"] > 0
+    for entry in models.values():  # nnU-Net's log of each training, read back from its checkpoint
+        assert entry["training"]["epochs"] == 1 and entry["training"]["seconds"] > 0
+        assert len(entry["training"]["pseudo_dice_per_class"][0]) == len(entry["dice_per_class"])
     report = open(paths["markdown"], encoding="utf-8").read()
-    assert "## Dice by structure size" in report and "adrenal_gland" in report
+    assert "## Dice by structure size" in report and "adrenal_gland" in report and "## Training" in report
 
 
 def test_kd_weight_sweep_trains_new_students_beside_the_benchmark_and_scores_all(benchmark_run, tmp_path):
@@ -82,6 +85,8 @@ def test_kd_weight_sweep_trains_new_students_beside_the_benchmark_and_scores_all
     assert sweep["models"]["student_plain"]["dice_per_class"] == results["models"]["student_plain"]["dice_per_class"], \
         "the benchmark's packages score as they did in the benchmark"
     assert (out / "phantom_kd_weight_sweep_dice_vs_kd_weight.png").stat().st_size > 10_000
+    assert (out / "phantom_kd_weight_sweep_training.png").stat().st_size > 10_000
+    assert sweep["models"]["teacher"]["training"] == results["models"]["teacher"]["training"]
     assert "| Student, ReCo-KD | 0.01 |" in (out / "phantom_kd_weight_sweep.md").read_text(encoding="utf-8")
 
     refused = recokd("benchmark", "--dataset", "phantom", "--work-dir", str(tmp_path), "--kd-weight-sweep", "0.1",

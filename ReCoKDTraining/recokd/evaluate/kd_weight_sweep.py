@@ -12,7 +12,7 @@ with the same evaluation.
 
 Results are JSON-ready: ``{benchmark, created, device, schedule, width, seed, options,
 kd_weights: [...], models: {key: {kd_weight, mean_dice, dice_per_class, hd95_per_class,
-mean_hd95_mm, cases}}}``; :func:`write_sweep_report` turns them into Markdown and a plot.
+mean_hd95_mm, cases, training}}}``; :func:`write_sweep_report` turns them into Markdown and plots.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from recokd.evaluate.benchmark_data import held_out_cases
 from recokd.evaluate.comparison import evaluate_models
 from recokd.evaluate.concurrent_training import train_concurrently
 from recokd.evaluate.environment import machine_description, package_versions
-from recokd.evaluate.plots import SWEEP_PREFIX, model_label, plot_dice_vs_kd_weight
+from recokd.evaluate.plots import SWEEP_PREFIX, model_label, plot_dice_vs_kd_weight, plot_training
 from recokd.evaluate.report import (
     MISSING,
     PLAIN,
@@ -44,7 +44,9 @@ from recokd.evaluate.report import (
     json_ready,
     markdown_rows,
     structure_size_table,
+    training_table,
 )
+from recokd.evaluate.training_record import training_record
 from recokd.nnunet.student_plans import student_plans_identifier
 from recokd.nnunet.training import Schedule
 from recokd.workspace import Workspace
@@ -69,7 +71,14 @@ def run_kd_weight_sweep(work_dir: Path, kd_weights: Sequence[float], device: str
     sweep trainings are reused and interrupted ones resumed, as in the benchmark.
     """
     from recokd.device import resolve_device
-    from recokd.evaluate.protocol import CONFIGURATION, DATASETS, export_model, train_student
+    from recokd.evaluate.protocol import (
+        CONFIGURATION,
+        DATASETS,
+        STUDENT_TRAINERS,
+        STUDENTS,
+        export_model,
+        train_student,
+    )
 
     work_dir = Path(work_dir).resolve()
     settings = _benchmark_settings(work_dir)
@@ -79,10 +88,10 @@ def run_kd_weight_sweep(work_dir: Path, kd_weights: Sequence[float], device: str
     width, seed = Fraction(settings["width"]), int(settings["seed"])
     benchmark = Workspace.under(work_dir, respect_environment=False)
     packages = {key: work_dir / "packages" / f"{key}.recokd.zip" for key in REFERENCE_MODELS}
-    missing = [str(path) for path in packages.values() if not path.is_file()]
     teacher_folder = benchmark.results / spec.folder / f"nnUNetTrainer__nnUNetPlans__{CONFIGURATION}"
-    if missing or not (teacher_folder / "fold_0" / "checkpoint_final.pth").is_file():
-        raise RecokdError(f"{work_dir} holds no finished benchmark (missing: {', '.join(missing) or teacher_folder}); "
+    missing = [str(path) for path in [*packages.values(), teacher_folder / "plans.json"] if not path.is_file()]
+    if missing:
+        raise RecokdError(f"{work_dir} holds no finished benchmark (missing: {', '.join(missing)}); "
                           "run recokd benchmark with this --work-dir first.")
     weights = sorted({float(w) for w in kd_weights} - {base_options.kd_weight})
     if not weights:
@@ -92,6 +101,9 @@ def run_kd_weight_sweep(work_dir: Path, kd_weights: Sequence[float], device: str
         torch.set_num_threads(threads)  # training and evaluation alike, as in the benchmark
     teacher_plans = json.loads((teacher_folder / "plans.json").read_text())["plans_name"]
     student_plans = student_plans_identifier(teacher_plans, width)
+    folders = {TEACHER: teacher_folder} | {
+        key: benchmark.results / spec.folder / f"{STUDENT_TRAINERS[mode]}__{student_plans}__{CONFIGURATION}"
+        for key, mode in STUDENTS.items() if key in REFERENCE_MODELS}
 
     workspaces = {sweep_key(w): Workspace(benchmark.root, benchmark.raw, benchmark.preprocessed,
                                           work_dir / SWEEP_FOLDER / sweep_key(w) / "nnUNet_results") for w in weights}
@@ -100,13 +112,14 @@ def run_kd_weight_sweep(work_dir: Path, kd_weights: Sequence[float], device: str
             for key, weight in zip(workspaces, weights)}
     if device.type == "cuda":  # side by side, as the benchmark's students (a GPU idles behind augmentation)
         log.info("== training %s concurrently", ", ".join(jobs))
-        folders = train_concurrently(jobs)
+        trained = train_concurrently(jobs)
     else:
-        folders = {}
+        trained = {}
         for key, job in jobs.items():
             log.info("== training %s", key)
-            folders[key] = job()
-    packages.update({key: export_model(folder, workspaces[key], key) for key, folder in folders.items()})
+            trained[key] = job()
+    packages.update({key: export_model(folder, workspaces[key], key) for key, folder in trained.items()})
+    folders.update(trained)
     benchmark.activate()
 
     cases = held_out_cases(benchmark.raw / spec.folder)[: settings["preset"]["max_test_cases"]]
@@ -115,6 +128,7 @@ def run_kd_weight_sweep(work_dir: Path, kd_weights: Sequence[float], device: str
     lambdas = {TEACHER: None, PLAIN: 0.0, RECOKD: base_options.kd_weight} | {sweep_key(w): w for w in weights}
     for key, entry in models.items():
         entry["kd_weight"] = lambdas[key]
+        entry["training"] = training_record(folders[key])
     return {
         "benchmark": f"{settings['dataset']}_kd_weight_sweep",
         "title": f"{spec.title}: KD weight sweep",
@@ -136,15 +150,18 @@ def write_sweep_report(results: dict, out_dir: Path, name: str) -> dict[str, Pat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = json_ready(results)
-    paths = {"json": out_dir / f"{name}.json", "markdown": out_dir / f"{name}.md",
-             "plot": plot_dice_vs_kd_weight(results, out_dir / f"{name}_dice_vs_kd_weight.png")}
+    plots = {"dice_vs_kd_weight": plot_dice_vs_kd_weight(results, out_dir / f"{name}_dice_vs_kd_weight.png"),
+             "training": plot_training(results, out_dir / f"{name}_training.png")}
+    plots = {kind: path for kind, path in plots.items() if path is not None}
+    paths = {"json": out_dir / f"{name}.json", "markdown": out_dir / f"{name}.md", **plots}
     paths["json"].write_text(json.dumps(results, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(sweep_markdown(results, paths["plot"].name), encoding="utf-8")
+    paths["markdown"].write_text(sweep_markdown(results, {kind: path.name for kind, path in plots.items()}),
+                                 encoding="utf-8")
     return paths
 
 
-def sweep_markdown(results: dict, plot_file: str) -> str:
-    """The sweep's report: one row per model (lambda, Dice per class, mean Dice, mean HD95), sizes, plot."""
+def sweep_markdown(results: dict, plot_files: dict[str, str]) -> str:
+    """The sweep's report: one row per model (lambda, Dice per class, mean Dice, mean HD95), sizes, training, plots."""
     models = results["models"]
     classes = list(next(iter(models.values()))["dice_per_class"])
     plain = models.get(PLAIN, {}).get("mean_dice")
@@ -167,10 +184,11 @@ def sweep_markdown(results: dict, plot_file: str) -> str:
              f"{results.get('width')}, seed {results.get('seed')}. Every student has the benchmark's options but λ; "
              "all models scored in this run on the benchmark's held-out cases.", "",
              markdown_rows(header, rows, left_columns=2), ""]
-    sizes = structure_size_table(results)
-    if sizes is not None:
-        lines += ["## Dice by structure size", "", sizes, ""]
-    lines += [f"![Dice against the KD weight]({plot_file})", ""]
+    for title, table in (("Dice by structure size", structure_size_table(results)),
+                         ("Training", training_table(results))):
+        if table is not None:
+            lines += [f"## {title}", "", table, ""]
+    lines += [f"![{kind.replace('_', ' ')}]({file})" for kind, file in plot_files.items()] + [""]
     return "\n".join(lines)
 
 

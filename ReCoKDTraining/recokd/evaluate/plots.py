@@ -4,6 +4,7 @@
 * Dice per class as grouped bars;
 * Dice of every structure in every test case against that structure's volume (log scale),
   with each structure's mean: does distillation help the small structures?
+* nnU-Net's pseudo Dice per epoch of every model's training, per class;
 * for a KD-weight sweep, the ReCo-KD students' Dice against lambda beside the teacher and the
   plain student.
 
@@ -210,15 +211,44 @@ def plot_dice_vs_kd_weight(sweep: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+@_default_style
+def plot_training(results: dict, path: Path) -> Path | None:
+    """One panel per model: nnU-Net's pseudo Dice per epoch, per class and mean (bold); ``None`` without records.
+
+    A network in nnU-Net's all-background phase has pseudo Dice 0; the panels show when each
+    model left it and when each structure, small ones included, first appeared.
+    """
+    trained = {key: model["training"] for key, model in results["models"].items() if model.get("training")}
+    if not trained:
+        return None
+    classes = list(next(iter(results["models"].values()))["dice_per_class"])
+    fig, axes = plt.subplots(1, len(trained), figsize=(3.2 * len(trained) + 1, 3.6), sharey=True, squeeze=False)
+    for ax, (key, record) in zip(axes[0], trained.items()):
+        epochs = range(1, len(record["pseudo_dice"]) + 1)
+        for index, name in enumerate(classes):
+            ax.plot(epochs, [100 * epoch[index] for epoch in record["pseudo_dice_per_class"]], lw=0.9,
+                    color=CLASS_COLOURS[index % len(CLASS_COLOURS)], label=name)
+        ax.plot(epochs, [100 * d for d in record["pseudo_dice"]], color="black", lw=2, label="mean")
+        ax.set_title(model_label(key), fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("pseudo Dice (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Validation pseudo Dice during training (0: all background)", fontsize=10)
+    return _save(fig, path)
+
+
 PLOTS = {
     "dice_vs_params": plot_dice_vs_params,
     "dice_vs_latency": plot_dice_vs_latency,
     "dice_per_class": plot_dice_per_class,
     "dice_vs_volume": plot_dice_vs_volume,
+    "training": plot_training,
 }
 
 
 def write_plots(results: dict, out_dir: Path, name: str) -> dict[str, Path]:
-    """Every plot of :data:`PLOTS` as ``out_dir/<name>_<plot>.png``."""
+    """Every plot of :data:`PLOTS` the results have data for, as ``out_dir/<name>_<plot>.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {kind: plot(results, out_dir / f"{name}_{kind}.png") for kind, plot in PLOTS.items()}
+    drawn = {kind: plot(results, out_dir / f"{name}_{kind}.png") for kind, plot in PLOTS.items()}
+    return {kind: path for kind, path in drawn.items() if path is not None}

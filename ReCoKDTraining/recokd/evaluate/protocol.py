@@ -46,6 +46,7 @@ from recokd.evaluate.concurrent_training import train_concurrently
 from recokd.evaluate.environment import machine_description, package_versions
 from recokd.evaluate.report import LOGIT, MAX_PARAM_RATIO, PLAIN, RECOKD, TEACHER
 from recokd.evaluate.step_timing import measure_kd_step_ratio
+from recokd.evaluate.training_record import training_record
 from recokd.nnunet.prepare import prepare_dataset
 from recokd.nnunet.student_plans import ALLOWED_WIDTHS, derive_student_plans, student_plans_identifier
 from recokd.nnunet.training import Schedule, run_distillation, train_teacher
@@ -170,8 +171,12 @@ def run_benchmark(config: BenchmarkConfig, on_stage: Callable[[str], None] | Non
     width, width_note = choose_width(teacher_plans, dataset_json, CONFIGURATION, config.width)
     stage(width_note)
 
-    teacher_folder, packages = _train_models(config, workspace, spec.folder, teacher_plans, width, device, stage)
+    folders = _train_models(config, workspace, spec.folder, teacher_plans, width, device, stage)
+    teacher_folder = folders[TEACHER]
+    packages = {key: export_model(folder, workspace, key) for key, folder in folders.items()}
     models = _measure_models(config, workspace, packages, cases, device, stage)
+    for key, folder in folders.items():
+        models[key]["training"] = training_record(folder, FOLD)
     stage("timing the KD training step against the plain step")
     timing = measure_kd_step_ratio(workspace, teacher_folder, spec.folder, width,
                                    replace(config.kd_options, mode="recokd"), device, steps=preset.timing_steps)
@@ -207,15 +212,14 @@ def run_benchmark(config: BenchmarkConfig, on_stage: Callable[[str], None] | Non
 
 
 def _train_models(config: BenchmarkConfig, workspace: Workspace, dataset: str, teacher_plans: dict, width: Fraction,
-                  device: torch.device, stage: Callable[[str], None]) -> tuple[Path, dict[str, Path]]:
-    """Train (or reuse) the teacher and the three students; returns the teacher's folder and every package."""
+                  device: torch.device, stage: Callable[[str], None]) -> dict[str, Path]:
+    """Train (or reuse) the teacher and the three students; returns every model's results folder by key."""
     schedule = config.preset.training
     stage("training the teacher")
     teacher_folder = _train_once(
         dataset, "nnUNetTrainer", teacher_plans["plans_name"], config.seed,
         lambda resume: train_teacher(workspace, dataset, CONFIGURATION, FOLD, schedule, device, resume,
                                      on_epoch=_epoch_logger(TEACHER)))
-    packages = {TEACHER: export_model(teacher_folder, workspace, TEACHER)}
     student_plans = student_plans_identifier(teacher_plans["plans_name"], width)
     jobs = {key: partial(train_student, key, mode, workspace, teacher_folder, dataset, student_plans, width,
                          replace(config.kd_options, mode=mode), schedule, device, config.seed)
@@ -229,8 +233,7 @@ def _train_models(config: BenchmarkConfig, workspace: Workspace, dataset: str, t
         for key, job in jobs.items():
             stage(f"distilling {key} (mode {STUDENTS[key]}, width {width})")
             folders[key] = job()
-    packages.update({key: export_model(folder, workspace, key) for key, folder in folders.items()})
-    return teacher_folder, packages
+    return {TEACHER: teacher_folder, **folders}
 
 
 def train_student(key: str, mode: str, workspace: Workspace, teacher_folder: Path, dataset: str, plans: str,

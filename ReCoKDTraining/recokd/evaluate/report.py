@@ -7,7 +7,8 @@ hand. Its schema (``None`` wherever something was not measured or is undefined):
     seeds{...}, versions{package: version}, options{kd, width, evaluation, ct_volume, ...},
     notes[str],
     models{key: {params, flops, mean_dice, dice_per_class{name}, hd95_per_class{name}, mean_hd95_mm,
-                 cpu_latency_s, gpu_latency_s, ct_cpu_latency_s, peak_rss_mb, cases[...]}},
+                 cpu_latency_s, gpu_latency_s, ct_cpu_latency_s, peak_rss_mb, cases[...],
+                 training{epochs, seconds, pseudo_dice[...], ...}}},
     kd_step_ratio, kd_step_timing{kd_step_s, plain_step_s, device, ...}
 
 Model keys are ``teacher``, ``student_recokd``, ``student_plain`` and ``student_logitkd``.
@@ -179,6 +180,19 @@ def structure_size_table(results: dict) -> str | None:
     return markdown_rows(header, rows, left_columns=1)
 
 
+def training_table(results: dict) -> str | None:
+    """Per model: epochs, training minutes, last epoch's pseudo Dice, best pseudo Dice; ``None`` without records."""
+    trained = {key: model["training"] for key, model in results["models"].items() if model.get("training")}
+    if not trained:
+        return None
+    header = ["Model", "Epochs", "Training (min)", "Pseudo Dice, last epoch (%)", "Pseudo Dice, best epoch (%)"]
+    rows = [[model_label(key), str(record["epochs"]), _number(_scaled(record["seconds"], 1 / 60), 1),
+             dice_percent(record["pseudo_dice"][-1] if record["pseudo_dice"] else None),
+             dice_percent(max(record["pseudo_dice"], default=None))]
+            for key, record in trained.items()]
+    return markdown_rows(header, rows, left_columns=1)
+
+
 def target_checks(results: dict) -> list[TargetCheck]:
     """The issue's targets, each judged on the measured numbers (``not measured`` when one is missing)."""
     models = results["models"]
@@ -244,6 +258,11 @@ def markdown_report(results: dict, plot_files: dict[str, str]) -> str:
         lines += ["", "## Dice by structure size", "",
                   "Each structure's mean Dice over the test cases that hold it, smallest structure first "
                   "(volumes from the reference labels).", "", sizes]
+    training = training_table(results)
+    if training is not None:
+        lines += ["", "## Training", "",
+                  "nnU-Net's validation pseudo Dice (a student's EMA weights; 0 while a network predicts background "
+                  "everywhere) and wall time of each training on the training device.", "", training]
     if results.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
     lines += ["", "## Plots", ""] + [f"![{kind.replace('_', ' ')}]({file})" for kind, file in plot_files.items()]
