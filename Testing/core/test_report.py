@@ -120,11 +120,12 @@ def test_training_records_give_a_table_and_a_plot_of_pseudo_dice(tmp_path):
     assert "training" not in write_report(results, tmp_path / "without", "hippocampus"), "no plot without records"
     results["models"]["student_plain"]["training"] = {
         "epochs": 3, "seconds": 150.0, "pseudo_dice": [0.0, 0.4, 0.3],
-        "pseudo_dice_per_class": [[0.0, 0.0], [0.5, 0.3], [0.4, 0.2]], "train_loss": [1.0, 0.5, 0.2]}
+        "pseudo_dice_per_class": [[0.0, 0.0], [0.5, 0.3], [0.4, 0.2]], "train_loss": [1.0, 0.5, 0.2],
+        "kd_weighted": [0.0, 0.01, 0.025]}
     (row,) = training_table(results).splitlines()[2:]
-    assert row == "| Student, no KD | 3 | 2.5 | 2 | 2 | 2 | 30.00 | 40.00 |"  # first epochs >= 10 %: mean, each class
+    assert row == "| Student, no KD | 3 | 2.5 | 2 | 2 | 2 | 30.00 | 40.00 | 0.200 | 0.025 |"  # first epochs >= 10 %: mean, each class
     results["models"]["student_plain"]["training"]["pseudo_dice_per_class"] = [[0.0, 0.0], [0.5, 0.0], [0.4, 0.12]]
-    assert training_table(results).splitlines()[2] == "| Student, no KD | 3 | 2.5 | 2 | 2 | 3 | 30.00 | 40.00 |"
+    assert training_table(results).splitlines()[2].startswith("| Student, no KD | 3 | 2.5 | 2 | 2 | 3 | 30.00 |")
     results["models"]["student_plain"]["training"]["pseudo_dice_per_class"] = [[0.0, 0.0], [0.5, 0.0], [0.4, 0.09]]
     assert "| 2 | – | 30.00 |" in training_table(results), "a class never learned"
     paths = write_report(results, tmp_path / "with", "hippocampus")

@@ -64,6 +64,7 @@ def test_benchmark_measures_every_model_on_held_out_cases(benchmark_run):
     for entry in models.values():  # nnU-Net's log of each training, read back from its checkpoint
         assert entry["training"]["epochs"] == 1 and entry["training"]["seconds"] > 0
         assert len(entry["training"]["pseudo_dice_per_class"][0]) == len(entry["dice_per_class"])
+    assert "kd_weighted" in models["student_recokd"]["training"] and "kd_weighted" not in models["teacher"]["training"]
     report = open(paths["markdown"], encoding="utf-8").read()
     assert "## Dice by structure size" in report and "adrenal_gland" in report and "## Training" in report
 

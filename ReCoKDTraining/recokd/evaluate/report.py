@@ -183,25 +183,29 @@ def structure_size_table(results: dict) -> str | None:
 
 
 def training_table(results: dict) -> str | None:
-    """Per model: epochs, minutes, when it and each class first reached a pseudo Dice of 10 %, last and best.
+    """Per model: epochs, minutes, when it and each class first reached 10 % pseudo Dice, last and best, loss.
 
     ``None`` without training records. A network in nnU-Net's all-background phase has
     pseudo Dice 0; the first epoch at :data:`LEARNED_PSEUDO_DICE` or above says when it left
-    that phase, and per class when each structure first appeared (``–``: never).
+    that phase, and per class when each structure first appeared (``–``: never). The last
+    epoch's training loss and its distillation share (lambda x L_KD, students only) say how
+    much the distillation weighed against nnU-Net's Dice + CE.
     """
     trained = {key: model["training"] for key, model in results["models"].items() if model.get("training")}
     if not trained:
         return None
     classes = list(next(iter(results["models"].values()))["dice_per_class"])
     header = ["Model", "Epochs", "Training (min)", "First epoch ≥ 10 %",
-              *[f"… {name}" for name in classes], "Pseudo Dice, last epoch (%)", "Pseudo Dice, best epoch (%)"]
+              *[f"… {name}" for name in classes], "Pseudo Dice, last epoch (%)", "Pseudo Dice, best epoch (%)",
+              "Training loss, last epoch", "… of which λ·L_KD"]
     rows = []
     for key, record in trained.items():
         per_class = [[epoch[index] for epoch in record["pseudo_dice_per_class"]] for index in range(len(classes))]
         rows.append([model_label(key), str(record["epochs"]), _number(_scaled(record["seconds"], 1 / 60), 1),
                      _first_learned_epoch(record["pseudo_dice"]), *[_first_learned_epoch(c) for c in per_class],
                      dice_percent(record["pseudo_dice"][-1] if record["pseudo_dice"] else None),
-                     dice_percent(max(record["pseudo_dice"], default=None))])
+                     dice_percent(max(record["pseudo_dice"], default=None)),
+                     _number(_last(record.get("train_loss")), 3), _number(_last(record.get("kd_weighted")), 3)])
     return markdown_rows(header, rows, left_columns=1)
 
 
@@ -324,6 +328,10 @@ def _difference(a: float | None, b: float | None) -> float | None:
 
 def _quotient(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
+
+
+def _last(values: list[float] | None) -> float | None:
+    return values[-1] if values else None
 
 
 def _mean(values: list[float]) -> float | None:

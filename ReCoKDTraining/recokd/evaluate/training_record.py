@@ -15,18 +15,23 @@ from recokd.nnunet.checkpoint import load_checkpoint
 
 
 def training_record(result_folder: Path, fold: int | str = 0) -> dict:
-    """``{epochs, seconds, pseudo_dice, pseudo_dice_per_class, train_loss}`` of a finished training.
+    """``{epochs, seconds, pseudo_dice, pseudo_dice_per_class, train_loss[, kd_weighted]}`` of a finished training.
 
     ``pseudo_dice`` is nnU-Net's mean foreground pseudo Dice per epoch (validation batches,
     a student's EMA weights), ``pseudo_dice_per_class`` one list per epoch in label order,
     ``seconds`` the sum of the epochs' durations (an interruption's gap is not counted).
+    ``train_loss`` is the epoch's mean training loss; for a ReCoKD student it includes
+    ``kd_weighted``, lambda times the distillation loss, per epoch (absent for a teacher).
     """
     logged = load_checkpoint(Path(result_folder) / f"fold_{fold}" / "checkpoint_final.pth")["logging"]
     durations = [end - start for start, end in zip(logged["epoch_start_timestamps"], logged["epoch_end_timestamps"])]
-    return {
+    record = {
         "epochs": len(durations),
         "seconds": float(sum(durations)),
         "pseudo_dice": [float(v) for v in logged["mean_fg_dice"]],
         "pseudo_dice_per_class": [[float(v) for v in epoch] for epoch in logged["dice_per_class_or_region"]],
         "train_loss": [float(v) for v in logged["train_losses"]],
     }
+    if "kd_total" in logged:
+        record["kd_weighted"] = [float(lam * kd) for lam, kd in zip(logged["kd_lambda"], logged["kd_total"])]
+    return record
