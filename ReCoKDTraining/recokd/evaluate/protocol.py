@@ -6,7 +6,8 @@
    budget (at most 1/10 of the teacher's) before anything trains, narrower if needed.
 3. The teacher (nnU-Net's default ``3d_fullres``) and three students at that width (ReCo-KD,
    no KD, logit KD) train with the same plans, schedule and seed, and are exported as model
-   packages.
+   packages; each training's per-epoch log is read back from its checkpoint
+   (:mod:`recokd.evaluate.training_record`).
 4. All four are evaluated on the test split (:func:`~recokd.evaluate.comparison.evaluate_models`),
    on a CT-sized volume (latency, peak RSS), and the KD step is timed against the plain step.
 
