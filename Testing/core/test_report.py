@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from recokd.errors import RecokdError
+from recokd.evaluate.plots import model_label
 from recokd.evaluate.report import (
     markdown_table,
     read_results,
@@ -18,6 +19,7 @@ from recokd.evaluate.report import (
     update_readme,
     write_report,
 )
+from recokd.evaluate.sweep_report import width_table
 
 MODEL_KEYS = ("teacher", "student_recokd", "student_plain", "student_logitkd")
 SCHEMA_KEYS = {"params", "flops", "mean_dice", "dice_per_class", "hd95_per_class", "cpu_latency_s",
@@ -200,3 +202,33 @@ def test_benchmark_command_refreshes_the_readme_and_rerenders_the_report(written
     assert main(["benchmark", "--render", "--update-readme", "--results", str(results), "--readme", str(readme)]) == 0
     assert (tmp_path / "hippocampus.md").is_file() and (tmp_path / "hippocampus_dice_vs_volume.png").is_file()
     assert "| Student, ReCo-KD |" in readme.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("key", "label"), [
+    ("student_recokd", "Student, ReCo-KD"),
+    ("student_recokd_kd0.1", "Student, ReCo-KD, λ 0.1"),
+    ("student_plain_w8", "Student ×1/8, no KD"),
+    ("student_recokd_w2", "Student ×1/2, ReCo-KD"),
+    ("something_else", "something_else"),
+])
+def test_sweep_students_are_labelled_by_what_changed(key, label):
+    assert model_label(key) == label
+
+
+def test_width_table_pairs_each_widths_recokd_and_plain_students():
+    results = sample_results()
+    models = results["models"]
+    del models["student_logitkd"]
+    for key, mode in (("teacher", "teacher"), ("student_recokd", "recokd"), ("student_plain", "none")):
+        models[key].update(mode=mode, width="1" if mode == "teacher" else "1/4")
+    models["student_recokd_w8"] = {**copy.deepcopy(models["student_recokd"]), "width": "1/8", "mean_dice": 0.80,
+                                   "params": 100_000, "ct_cpu_latency_s": 5.0}
+    models["student_plain_w8"] = {**copy.deepcopy(models["student_plain"]), "width": "1/8", "mean_dice": 0.81,
+                                  "params": 100_000}
+    results["widths"] = ["1/4", "1/8"]
+    rows = width_table(results).splitlines()[2:]
+    teacher = models["teacher"]
+    assert rows[1] == (f"| 1/8 | {100_000 / teacher['params']:.3f}× | 81.00 | 80.00 | -1.00 | "
+                       f"{models['student_plain']['mean_hd95_mm']:.2f} | {models['student_recokd']['mean_hd95_mm']:.2f} | "
+                       f"{teacher['ct_cpu_latency_s'] / 5.0:.1f}× |")
+    assert rows[0].startswith("| 1/4 |")

@@ -1,9 +1,9 @@
-"""The benchmark protocol end to end on a micro phantom, then a KD-weight sweep beside it.
+"""The benchmark protocol end to end on a micro phantom, then a KD-weight and a width sweep beside it.
 
 The protocol runs in a subprocess with a preset smaller than ``smoke`` (the named presets take
 minutes): real nnU-Net planning, a real teacher, three real students, evaluation on the
 held-out cases, the CT-sized volume (each model in its own process) and the step timing.
-The sweep then runs through the command line, reusing that teacher and those packages.
+The sweeps then run through the command line, reusing that teacher and those packages.
 """
 
 from __future__ import annotations
@@ -93,3 +93,28 @@ def test_kd_weight_sweep_trains_new_students_beside_the_benchmark_and_scores_all
     refused = recokd("benchmark", "--dataset", "phantom", "--work-dir", str(tmp_path), "--kd-weight-sweep", "0.1",
                      env=env, check=False)
     assert refused.returncode == 2 and "not a benchmark work directory" in refused.stderr
+
+
+def test_width_sweep_adds_a_recokd_and_a_plain_student_per_width_and_times_each_width(benchmark_run, tmp_path):
+    work_dir, results, _ = benchmark_run
+    out = tmp_path / "sweep"
+    recokd("benchmark", "--dataset", "phantom", "--work-dir", str(work_dir), "--width-sweep", "1/8", "0.25",
+           "--device", "cpu", "--threads", "1", "--output-dir", str(out), env=isolated_env())
+    sweep = json.loads((out / "phantom_width_sweep.json").read_text(encoding="utf-8"))
+    assert sweep["kind"] == "width" and sweep["widths"] == ["1/4", "1/8"], "the benchmark's own width is reused"
+    models = sweep["models"]
+    assert list(models) == ["teacher", "student_plain", "student_recokd", "student_plain_w8", "student_recokd_w8"]
+    assert [(m["mode"], m["width"]) for m in models.values()] == [
+        ("teacher", "1"), ("none", "1/4"), ("recokd", "1/4"), ("none", "1/8"), ("recokd", "1/8")]
+    assert models["student_recokd_w8"]["params"] < models["student_recokd"]["params"] < models["teacher"]["params"]
+    assert models["student_plain_w8"]["params"] == models["student_recokd_w8"]["params"]
+    for folder, mode in (("student_recokd_w8", "recokd"), ("student_plain_w8", "none")):
+        checkpoint = load_checkpoint(next((work_dir / "width_sweep" / folder).rglob("checkpoint_final.pth")))
+        assert checkpoint["recokd"]["width"] == "1/8" and checkpoint["recokd"]["options"]["mode"] == mode
+    timed = [key for key, m in models.items() if m.get("ct_cpu_latency_s")]
+    assert timed == ["teacher", "student_recokd", "student_recokd_w8"], "one run: the teacher and each width"
+    assert all(models[key]["peak_rss_mb"] > 100 for key in timed)
+    assert models["student_recokd"]["dice_per_class"] == results["models"]["student_recokd"]["dice_per_class"]
+    report = (out / "phantom_width_sweep.md").read_text(encoding="utf-8")
+    assert "| Student ×1/8, ReCo-KD |" in report and "## ReCo-KD against no KD at each width" in report
+    assert (out / "phantom_width_sweep_dice_vs_width.png").stat().st_size > 10_000

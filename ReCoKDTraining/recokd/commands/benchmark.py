@@ -4,7 +4,8 @@
 :mod:`recokd.evaluate.protocol` and writes ``<name>.json``, ``<name>.md`` and the PNG plots;
 ``recokd benchmark --update-readme`` only regenerates the README's results table from a
 results JSON, ``--render`` the report and plots beside it; ``--kd-weight-sweep 0.1 1`` adds
-ReCo-KD students at other KD weights to a finished run (:mod:`recokd.evaluate.kd_weight_sweep`).
+ReCo-KD students at other KD weights to a finished run, ``--width-sweep 1/8 1/2`` ReCo-KD and
+plain students at other widths (:mod:`recokd.evaluate.student_sweep`).
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ def register(subparsers) -> None:
     p.add_argument("--ms-ca", choices=MS_CA_FORMS, default="gc", help="MS-CA form of the ReCo-KD student")
     p.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads for the whole run: training, evaluation, timing (default: PyTorch's choice)")
     p.add_argument("--no-mirroring", action="store_true", help="evaluate without test-time mirroring")
-    sweep = p.add_argument_group("after a finished benchmark run (its --work-dir)")
+    sweep = p.add_argument_group("after a finished benchmark run (its --work-dir)").add_mutually_exclusive_group()
     sweep.add_argument("--kd-weight-sweep", type=float, nargs="+", metavar="LAMBDA", default=None,
                        help="train one more ReCo-KD student per KD weight beside the benchmark's (same teacher, "
                             "data, schedule, seed) and score all of them on its test cases; writes "
                             "<dataset>_kd_weight_sweep.{json,md,png}")
+    sweep.add_argument("--width-sweep", nargs="+", metavar="WIDTH", default=None,
+                       help="train a ReCo-KD and a plain student per width (1, 1/2, 1/4, 1/8) beside the "
+                            "benchmark's, score all on its test cases and time each width on its CT-sized volume; "
+                            "writes <dataset>_width_sweep.{json,md,png}")
     readme = p.add_argument_group("from an existing results JSON (no benchmark run)")
     readme.add_argument("--update-readme", action="store_true",
                         help="regenerate the README's results table from --results and exit")
@@ -66,7 +71,7 @@ def run(args) -> int:
         print(f"Rendered {paths['markdown']} and its plots from {args.results}")
         if not args.update_readme:
             return 0
-    if args.kd_weight_sweep:
+    if args.kd_weight_sweep or args.width_sweep:
         return _run_sweep(args)
     if args.update_readme:
         changed = update_readme(args.readme, args.results)
@@ -80,10 +85,12 @@ def _work_dir(args) -> Path:
 
 
 def _run_sweep(args) -> int:
-    from recokd.evaluate.kd_weight_sweep import run_kd_weight_sweep, write_sweep_report
+    from recokd.evaluate.student_sweep import run_sweep
+    from recokd.evaluate.sweep_report import write_sweep_report
 
     work_dir = _work_dir(args)
-    results = run_kd_weight_sweep(work_dir, args.kd_weight_sweep, args.device, args.threads, not args.no_mirroring)
+    kind, values = ("kd_weight", args.kd_weight_sweep) if args.kd_weight_sweep else ("width", args.width_sweep)
+    results = run_sweep(work_dir, kind, values, args.device, args.threads, not args.no_mirroring)
     paths = write_sweep_report(results, args.output_dir or work_dir / "results", results["benchmark"])
     print(f"Results: {paths['json']}\nReport:  {paths['markdown']}")
     return 0

@@ -6,7 +6,8 @@
   with each structure's mean: does distillation help the small structures?
 * nnU-Net's pseudo Dice per epoch of every model's training, per class;
 * for a KD-weight sweep, the ReCo-KD students' Dice against lambda beside the teacher and the
-  plain student.
+  plain student; for a width sweep, Dice and CT-volume latency of the students against their
+  parameter count, beside the teacher.
 
 Dice is shown in percent, as papers report it. Every figure is drawn in Matplotlib's default
 style, whatever the process has set globally (nnU-Net's progress plot switches on seaborn's
@@ -16,6 +17,7 @@ large-font theme for the whole process).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,18 +37,24 @@ MODEL_COLOURS = {"teacher": "tab:blue", "student_recokd": "tab:red", "student_lo
                  "student_plain": "tab:gray"}
 MARKERS = "osD^v<>Px*"
 CLASS_COLOURS = plt.get_cmap("Dark2").colors  # classes in the sweep plot: none of the models' colours
-SWEEP_PREFIX = "student_recokd_kd"  # + lambda: the model key of a KD-weight sweep's ReCo-KD student
+# A sweep's student (recokd.evaluate.student_sweep): student_recokd_kd0.1, student_plain_w8.
+SWEEP_KEY = re.compile(r"^(?P<model>student_recokd|student_plain)(?:_w(?P<width>\d+))?(?:_kd(?P<kd>.+))?$")
 
 
 def model_label(key: str) -> str:
-    """A model key as people read it; ``student_recokd_kd0.1`` (a KD-weight sweep's student) names its lambda."""
-    if key.startswith(SWEEP_PREFIX):
-        return f"{MODEL_LABELS['student_recokd']}, λ {key.removeprefix(SWEEP_PREFIX)}"
-    return MODEL_LABELS.get(key, key)
+    """A model key as people read it; a sweep's student names its width (``×1/8``) or its lambda."""
+    sweep = SWEEP_KEY.match(key)
+    if key in MODEL_LABELS or sweep is None:
+        return MODEL_LABELS.get(key, key)
+    label = MODEL_LABELS[sweep["model"]]
+    if sweep["width"]:
+        label = label.replace("Student", f"Student ×1/{sweep['width']}", 1)
+    return label + (f", λ {sweep['kd']}" if sweep["kd"] else "")
 
 
 def _colour(key: str, index: int) -> str:
-    return MODEL_COLOURS.get(key, f"C{index}")
+    sweep = SWEEP_KEY.match(key)
+    return MODEL_COLOURS.get(sweep["model"] if sweep else key, f"C{index}")
 
 
 def _percent(value: float | None) -> float | None:
@@ -56,9 +64,13 @@ def _percent(value: float | None) -> float | None:
 def _log_x(ax, formatter) -> None:
     """Log-scaled x axis labelled at 1, 2 and 5 of every decade, so a narrow range still has labels."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(formatter)
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _label_log_axis(ax.xaxis, formatter)
+
+
+def _label_log_axis(axis, formatter) -> None:
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(formatter)
+    axis.set_minor_formatter(NullFormatter())
 
 
 PLAIN_NUMBER = FuncFormatter(lambda value, _: f"{value:g}")
@@ -183,7 +195,7 @@ def plot_dice_vs_volume(results: dict, path: Path) -> Path:
 def plot_dice_vs_kd_weight(sweep: dict, path: Path) -> Path:
     """ReCo-KD students' mean Dice (bold) and Dice per class against lambda (log x); teacher and plain as lines.
 
-    ``sweep`` is a KD-weight sweep's results (:mod:`recokd.evaluate.kd_weight_sweep`): models
+    ``sweep`` is a KD-weight sweep's results (:mod:`recokd.evaluate.student_sweep`): models
     with a positive ``kd_weight`` are ReCo-KD students; the teacher (no weight) and the plain
     student (weight 0) are dashed horizontal lines at their mean Dice.
     """
@@ -211,6 +223,51 @@ def plot_dice_vs_kd_weight(sweep: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+TRAINING_PANELS_PER_ROW = 4
+
+
+@_default_style
+def plot_width_sweep(sweep: dict, path: Path) -> Path:
+    """Left: mean Dice of the ReCo-KD and plain students against parameters (log x), one line per mode.
+    Right: CPU seconds on the CT-sized volume against parameters, where measured. The teacher is a
+    star in both; the dotted line is the students' parameter budget, ``param_budget`` of the
+    teacher's parameters.
+
+    ``sweep`` is a width sweep's results (:mod:`recokd.evaluate.student_sweep`); each model
+    has ``mode`` (``teacher``, ``recokd``, ``none``) and ``params``.
+    """
+    models, budget = sweep["models"], sweep.get("param_budget")
+    teacher = next((m for m in models.values() if m.get("mode") == "teacher"), None)
+    fig, (dice_ax, time_ax) = plt.subplots(1, 2, figsize=(10, 4.3))
+    for mode, key in (("none", "student_plain"), ("recokd", "student_recokd")):
+        students = sorted((m for m in models.values() if m.get("mode") == mode), key=lambda m: m["params"])
+        dice_ax.plot([m["params"] for m in students], [_percent(m.get("mean_dice")) for m in students],
+                     color=MODEL_COLOURS[key], marker="o", lw=1.8, label=model_label(key))
+        timed = [m for m in students if m.get("ct_cpu_latency_s") is not None]
+        if timed:
+            time_ax.plot([m["params"] for m in timed], [m["ct_cpu_latency_s"] for m in timed],
+                         color=MODEL_COLOURS[key], marker="o", lw=1.8, label=model_label(key))
+    for ax, value in ((dice_ax, _percent(teacher.get("mean_dice")) if teacher else None),
+                      (time_ax, teacher.get("ct_cpu_latency_s") if teacher else None)):
+        if value is not None:
+            ax.scatter([teacher["params"]], [value], marker="*", s=160, color=MODEL_COLOURS["teacher"],
+                       label=model_label("teacher"), zorder=3)
+        if teacher and budget:
+            ax.axvline(budget * teacher["params"], color="black", ls=":", lw=1,
+                       label=f"parameter budget ({budget:g} of the teacher)")
+        _log_x(ax, EngFormatter())
+        ax.set_xlabel("parameters (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    dice_ax.set_ylabel("mean Dice (%)")
+    dice_ax.set_title("Accuracy against student size", fontsize=10)
+    time_ax.set_yscale("log")
+    _label_log_axis(time_ax.yaxis, PLAIN_NUMBER)
+    time_ax.set_ylabel("CPU s on the CT-sized volume (log scale)")
+    time_ax.set_title("Speed against student size", fontsize=10)
+    return _save(fig, path)
+
+
 @_default_style
 def plot_training(results: dict, path: Path) -> Path | None:
     """One panel per model: nnU-Net's pseudo Dice per epoch, per class and mean (bold); ``None`` without records.
@@ -222,8 +279,13 @@ def plot_training(results: dict, path: Path) -> Path | None:
     if not trained:
         return None
     classes = list(next(iter(results["models"].values()))["dice_per_class"])
-    fig, axes = plt.subplots(1, len(trained), figsize=(3.2 * len(trained) + 1, 3.6), sharey=True, squeeze=False)
-    for ax, (key, record) in zip(axes[0], trained.items()):
+    columns = min(len(trained), TRAINING_PANELS_PER_ROW)
+    rows = -(-len(trained) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns + 1, 3.3 * rows + 0.3), sharey=True,
+                             squeeze=False)
+    for ax in axes.flat[len(trained):]:
+        ax.set_visible(False)
+    for ax, (key, record) in zip(axes.flat, trained.items()):
         epochs = range(1, len(record["pseudo_dice"]) + 1)
         for index, name in enumerate(classes):
             ax.plot(epochs, [100 * epoch[index] for epoch in record["pseudo_dice_per_class"]], lw=0.9,
@@ -232,8 +294,9 @@ def plot_training(results: dict, path: Path) -> Path | None:
         ax.set_title(model_label(key), fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("pseudo Dice (%)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    for row in axes:
+        row[0].set_ylabel("pseudo Dice (%)")
+    axes.flat[len(trained) - 1].legend(fontsize=7, loc="lower right")
     fig.suptitle("Validation pseudo Dice during training (0: all background)", fontsize=10)
     return _save(fig, path)
 
