@@ -113,13 +113,17 @@ class FinishedBenchmark:
 
         return DATASETS[self.dataset]
 
-    def student_folder(self, mode: str, width: Fraction, results: Path) -> Path:
-        """Where nnU-Net puts a student of ``mode`` and ``width`` trained into the results folder ``results``."""
+    def student_plans(self, width: Fraction) -> str:
+        """The plans identifier of a student of ``width`` of this benchmark's teacher."""
+        teacher_plans = json.loads((self.teacher_folder / "plans.json").read_text())["plans_name"]
+        return student_plans_identifier(teacher_plans, width)
+
+    def student_folder(self, student: SweepStudent, results: Path) -> Path:
+        """Where nnU-Net puts ``student`` trained into the results folder ``results``."""
         from recokd.evaluate.protocol import CONFIGURATION, STUDENT_TRAINERS
 
-        teacher_plans = json.loads((self.teacher_folder / "plans.json").read_text())["plans_name"]
-        plans = student_plans_identifier(teacher_plans, width)
-        return results / self.spec.folder / f"{STUDENT_TRAINERS[mode]}__{plans}__{CONFIGURATION}"
+        trainer = STUDENT_TRAINERS[student.options.mode]
+        return results / self.spec.folder / f"{trainer}__{self.student_plans(student.width)}__{CONFIGURATION}"
 
     def sweep_workspace(self, kind: str, key: str) -> Workspace:
         """The benchmark's workspace with a results folder of its own for the sweep student ``key``."""
@@ -153,38 +157,21 @@ def run_sweep(work_dir: Path, kind: str, values: Sequence, device: str = "auto",
               mirroring: bool = True) -> dict:
     """Train the students of a ``kind`` sweep over ``values`` beside the benchmark in ``work_dir``; score all."""
     from recokd.device import resolve_device
-    from recokd.evaluate.protocol import export_model, train_student
 
     benchmark = FinishedBenchmark.read(work_dir)
-    students = sweep_students(kind, values, benchmark)
-    if not students:
+    new_students = sweep_students(kind, values, benchmark)
+    if not new_students:
         own = benchmark.kd_options.kd_weight if kind == "kd_weight" else benchmark.width
         raise RecokdError(f"Nothing new to train: the benchmark already has {kind.replace('_', ' ')} {own}.")
     device = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)  # training and evaluation alike, as in the benchmark
-    schedule = Schedule(**benchmark.preset["training"])
-    teacher_plans = json.loads((benchmark.teacher_folder / "plans.json").read_text())["plans_name"]
-    workspaces = {s.key: benchmark.sweep_workspace(kind, s.key) for s in students}
-    jobs = {s.key: partial(train_student, s.key, s.options.mode, workspaces[s.key], benchmark.teacher_folder,
-                           benchmark.spec.folder, student_plans_identifier(teacher_plans, s.width), s.width,
-                           s.options, schedule, device, benchmark.seed)
-            for s in students}
-    if device.type == "cuda":  # side by side, as the benchmark's students (a GPU idles behind augmentation)
-        log.info("== training %s concurrently", ", ".join(jobs))
-        folders = train_concurrently(jobs)
-    else:
-        folders = {}
-        for key, job in jobs.items():
-            log.info("== training %s", key)
-            folders[key] = job()
-    packages = benchmark.packages | {key: export_model(folders[key], workspaces[key], key) for key in jobs}
+    packages, folders = _train_and_export(benchmark, kind, new_students, device)
     benchmark.workspace.activate()
 
-    students = {s.key: s for s in [*benchmark.reference_students(), *students]}
+    students = {s.key: s for s in [*benchmark.reference_students(), *new_students]}
     folders |= {TEACHER: benchmark.teacher_folder} | {
-        s.key: benchmark.student_folder(s.options.mode, s.width, benchmark.workspace.results)
-        for s in benchmark.reference_students()}
+        s.key: benchmark.student_folder(s, benchmark.workspace.results) for s in benchmark.reference_students()}
     order = [TEACHER, *sorted(students, key=lambda k: (-students[k].width, students[k].kd_weight))]
     cases = held_out_cases(benchmark.workspace.raw / benchmark.spec.folder)[: benchmark.preset["max_test_cases"]]
     log.info("== evaluating %d models on %d test cases (CPU)", len(order), len(cases))
@@ -221,6 +208,32 @@ def run_sweep(work_dir: Path, kind: str, values: Sequence, device: str = "auto",
         "param_budget": MAX_PARAM_RATIO,
         "models": models,
     }
+
+
+def _train_and_export(benchmark: FinishedBenchmark, kind: str, students: list[SweepStudent],
+                      device: torch.device) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Train (or reuse, or resume) each new student and export it; ``(packages, result folders)`` by key.
+
+    The returned packages include the benchmark's own.
+    """
+    from recokd.evaluate.protocol import export_model, train_student
+
+    schedule = Schedule(**benchmark.preset["training"])
+    workspaces = {s.key: benchmark.sweep_workspace(kind, s.key) for s in students}
+    jobs = {s.key: partial(train_student, s.key, s.options.mode, workspaces[s.key], benchmark.teacher_folder,
+                           benchmark.spec.folder, benchmark.student_plans(s.width), s.width, s.options, schedule,
+                           device, benchmark.seed)
+            for s in students}
+    if device.type == "cuda":  # side by side, as the benchmark's students (a GPU idles behind augmentation)
+        log.info("== training %s concurrently", ", ".join(jobs))
+        folders = train_concurrently(jobs)
+    else:
+        folders = {}
+        for key, job in jobs.items():
+            log.info("== training %s", key)
+            folders[key] = job()
+    packages = benchmark.packages | {key: export_model(folders[key], workspaces[key], key) for key in jobs}
+    return packages, folders
 
 
 def _swept_values(kind: str, students: list[SweepStudent]) -> list:
