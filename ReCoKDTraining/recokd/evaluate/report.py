@@ -131,16 +131,16 @@ def markdown_table(results: dict) -> str:
         rows.append([
             model_label(key),
             _millions(model.get("params")),
-            _ratio(model.get("params"), teacher.get("params")),
-            _number(_scaled(model.get("flops"), 1e-9), 2),
+            ratio_text(model.get("params"), teacher.get("params")),
+            number_text(_scaled(model.get("flops"), 1e-9), 2),
             *[dice_percent(model["dice_per_class"].get(c)) for c in classes],
             dice_percent(model.get("mean_dice")),
-            *[_number(model.get("hd95_per_class", {}).get(c), 2) for c in classes],
-            _number(model.get("cpu_latency_s"), 3),
-            _number(model.get("gpu_latency_s"), 3),
-            _number(model.get("ct_cpu_latency_s"), 1),
-            _speedup(teacher.get("ct_cpu_latency_s"), model.get("ct_cpu_latency_s")),
-            _number(model.get("peak_rss_mb"), 0),
+            *[number_text(model.get("hd95_per_class", {}).get(c), 2) for c in classes],
+            number_text(model.get("cpu_latency_s"), 3),
+            number_text(model.get("gpu_latency_s"), 3),
+            number_text(model.get("ct_cpu_latency_s"), 1),
+            speedup_text(teacher.get("ct_cpu_latency_s"), model.get("ct_cpu_latency_s")),
+            number_text(model.get("peak_rss_mb"), 0),
         ])
     return markdown_rows(header, rows, left_columns=1)
 
@@ -173,7 +173,7 @@ def structure_size_table(results: dict) -> str | None:
     rows = []
     for name in by_volume:
         dice = {key: _mean([d for _, d in p.get(name, [])]) for key, p in points.items()}
-        row = [name, _number(_mean([v for v, _ in reference[name]]), 2), str(len(reference[name])),
+        row = [name, number_text(_mean([v for v, _ in reference[name]]), 2), str(len(reference[name])),
                *[dice_percent(dice[key]) for key in models]]
         if compare:
             gain = _difference(dice[RECOKD], dice[PLAIN])
@@ -201,11 +201,11 @@ def training_table(results: dict) -> str | None:
     rows = []
     for key, record in trained.items():
         per_class = [[epoch[index] for epoch in record["pseudo_dice_per_class"]] for index in range(len(classes))]
-        rows.append([model_label(key), str(record["epochs"]), _number(_scaled(record["seconds"], 1 / 60), 1),
+        rows.append([model_label(key), str(record["epochs"]), number_text(_scaled(record["seconds"], 1 / 60), 1),
                      _first_learned_epoch(record["pseudo_dice"]), *[_first_learned_epoch(c) for c in per_class],
                      dice_percent(record["pseudo_dice"][-1] if record["pseudo_dice"] else None),
                      dice_percent(max(record["pseudo_dice"], default=None)),
-                     _number(_last(record.get("train_loss")), 3), _number(_last(record.get("kd_weighted")), 3)])
+                     number_text(_last(record.get("train_loss")), 3), number_text(_last(record.get("kd_weighted")), 3)])
     return markdown_rows(header, rows, left_columns=1)
 
 
@@ -344,10 +344,10 @@ def _scaled(value: float | None, factor: float) -> float | None:
 
 def dice_percent(value: float | None) -> str:
     """A Dice in [0, 1] as percent with two decimals (``–`` when undefined)."""
-    return _number(_scaled(value, 100), 2)
+    return number_text(_scaled(value, 100), 2)
 
 
-def _number(value: float | None, digits: int) -> str:
+def number_text(value: float | None, digits: int) -> str:
     return MISSING if value is None else f"{value:,.{digits}f}"
 
 
@@ -355,12 +355,12 @@ def _millions(value: int | None) -> str:
     return MISSING if value is None else f"{value / 1e6:.2f} M"
 
 
-def _ratio(value: float | None, reference: float | None) -> str:
+def ratio_text(value: float | None, reference: float | None) -> str:
     share = _quotient(value, reference)
     return MISSING if share is None else f"{share:.3f}×"
 
 
-def _speedup(teacher: float | None, model: float | None) -> str:
+def speedup_text(teacher: float | None, model: float | None) -> str:
     speedup = _quotient(teacher, model)
     return MISSING if speedup is None else f"{speedup:.1f}×"
 
