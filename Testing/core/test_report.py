@@ -111,6 +111,9 @@ def test_structure_size_table_ranks_structures_by_volume_and_compares_recokd_wit
     assert rows[0].endswith("| +10.00 |")  # ReCo-KD (0.8 + 0.5 + 0.5) / 3 vs plain 0.5
     assert rows[1].endswith("| +1.70 |")  # Anterior: 0.887 vs 0.870 on average over the 3 cases
 
+    results["models"]["student_recokd"]["cases"][0]["dice"]["Posterior"] = 0.5 - 1e-5  # a gap that rounds to zero
+    assert structure_size_table(results).splitlines()[2].endswith("| +0.00 |"), "never -0.00"
+
     for entry in results["models"].values():
         entry["cases"] = []
     assert structure_size_table(results) is None
@@ -215,7 +218,8 @@ def test_sweep_students_are_labelled_by_what_changed(key, label):
     assert model_label(key) == label
 
 
-def test_width_table_pairs_each_widths_recokd_and_plain_students():
+def sample_width_sweep() -> dict:
+    """:func:`sample_results` as a width sweep: a ReCo-KD and a plain student at 1/4 and at 1/8."""
     results = sample_results()
     models = results["models"]
     del models["student_logitkd"]
@@ -225,10 +229,28 @@ def test_width_table_pairs_each_widths_recokd_and_plain_students():
                                    "params": 100_000, "ct_cpu_latency_s": 5.0}
     models["student_plain_w8"] = {**copy.deepcopy(models["student_plain"]), "width": "1/8", "mean_dice": 0.81,
                                   "params": 100_000}
-    results["widths"] = ["1/4", "1/8"]
+    results.update(kind="width", widths=["1/4", "1/8"], param_budget=0.1)
+    return results
+
+
+def test_width_table_pairs_each_widths_recokd_and_plain_students():
+    results = sample_width_sweep()
+    models = results["models"]
     rows = width_table(results).splitlines()[2:]
     teacher = models["teacher"]
     assert rows[1] == (f"| 1/8 | {100_000 / teacher['params']:.3f}× | 81.00 | 80.00 | -1.00 | "
                        f"{models['student_plain']['mean_hd95_mm']:.2f} | {models['student_recokd']['mean_hd95_mm']:.2f} | "
                        f"{teacher['ct_cpu_latency_s'] / 5.0:.1f}× |")
     assert rows[0].startswith("| 1/4 |")
+
+
+def test_render_of_a_sweep_json_rewrites_the_sweep_report(tmp_path):
+    from recokd.cli import main
+
+    results = tmp_path / "hippocampus_width_sweep.json"
+    results.write_text(json.dumps(sample_width_sweep()), encoding="utf-8")
+    assert main(["benchmark", "--render", "--results", str(results)]) == 0
+    report = (tmp_path / "hippocampus_width_sweep.md").read_text(encoding="utf-8")
+    assert "## ReCo-KD against no KD at each width" in report and "## Targets" not in report
+    assert sorted(path.name for path in tmp_path.glob("*.png")) == [
+        "hippocampus_width_sweep_dice_vs_width.png"], "the sweep's plot, not the benchmark's four"

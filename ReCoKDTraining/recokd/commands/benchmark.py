@@ -64,10 +64,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from recokd.evaluate.report import read_results, update_readme, write_report
+    from recokd.evaluate.report import update_readme
 
     if args.render:
-        paths = write_report(read_results(args.results), args.results.parent, args.results.name.removesuffix(".json"))
+        paths = _render(args.results)
         print(f"Rendered {paths['markdown']} and its plots from {args.results}")
         if not args.update_readme:
             return 0
@@ -78,6 +78,16 @@ def run(args) -> int:
         print(f"{args.readme}: results table {'updated' if changed else 'already up to date'} from {args.results}")
         return 0
     return _run_benchmark(args)
+
+
+def _render(results_path: Path) -> dict[str, Path]:
+    """The report and plots beside ``results_path``: a sweep's (its JSON has a ``kind``) or a benchmark's."""
+    from recokd.evaluate.report import read_results, write_report
+    from recokd.evaluate.sweep_report import write_sweep_report
+
+    results, name = read_results(results_path), results_path.name.removesuffix(".json")
+    write = write_sweep_report if "kind" in results else write_report
+    return write(results, results_path.parent, name)
 
 
 def _work_dir(args) -> Path:

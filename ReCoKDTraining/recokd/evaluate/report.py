@@ -176,8 +176,7 @@ def structure_size_table(results: dict) -> str | None:
         row = [name, number_text(_mean([v for v, _ in reference[name]]), 2), str(len(reference[name])),
                *[dice_percent(dice[key]) for key in models]]
         if compare:
-            gain = _difference(dice[RECOKD], dice[PLAIN])
-            row.append(MISSING if gain is None else f"{100 * gain:+.2f}")
+            row.append(points_text(dice[RECOKD], dice[PLAIN]))
         rows.append(row)
     return markdown_rows(header, rows, left_columns=1)
 
@@ -220,18 +219,19 @@ def target_checks(results: dict) -> list[TargetCheck]:
     teacher, recokd, plain = models.get(TEACHER, {}), models.get(RECOKD, {}), models.get(PLAIN, {})
     checks = []
 
-    gap = _difference(teacher.get("mean_dice"), recokd.get("mean_dice"))
+    dice_teacher, dice_recokd, dice_plain = teacher.get("mean_dice"), recokd.get("mean_dice"), plain.get("mean_dice")
+    gap = _difference(dice_teacher, dice_recokd)
     share = _quotient(recokd.get("params"), teacher.get("params"))
     checks.append(_check(
         f"ReCo-KD student within {DICE_MARGIN_POINTS} Dice points of the teacher with ≤ 1/10 of its parameters",
         None if gap is None or share is None else
-        f"{-100 * gap:+.2f} points vs teacher, {100 * share:.1f} % of its parameters",
+        f"{points_text(dice_recokd, dice_teacher)} points vs teacher, {100 * share:.1f} % of its parameters",
         None if gap is None or share is None else 100 * gap <= DICE_MARGIN_POINTS and share <= MAX_PARAM_RATIO))
 
-    gain = _difference(recokd.get("mean_dice"), plain.get("mean_dice"))
+    gain = _difference(dice_recokd, dice_plain)
     checks.append(_check(
         f"ReCo-KD student ≥ {DICE_GAIN_POINTS} Dice points above the plain student",
-        None if gain is None else f"{100 * gain:+.2f} points",
+        None if gain is None else f"{points_text(dice_recokd, dice_plain)} points",
         None if gain is None else 100 * gain >= DICE_GAIN_POINTS))
 
     hd_recokd, hd_plain = recokd.get("mean_hd95_mm"), plain.get("mean_hd95_mm")
@@ -349,6 +349,14 @@ def dice_percent(value: float | None) -> str:
 
 def number_text(value: float | None, digits: int) -> str:
     return MISSING if value is None else f"{value:,.{digits}f}"
+
+
+def points_text(dice: float | None, reference: float | None) -> str:
+    """``dice - reference`` (both in [0, 1]) as signed Dice points, two decimals; a gap that rounds to zero is ``+0.00``."""
+    difference = _difference(dice, reference)
+    if difference is None:
+        return MISSING
+    return f"{round(100 * difference, 2) + 0.0:+.2f}"  # + 0.0 turns a rounded -0.0 into 0.0
 
 
 def _millions(value: int | None) -> str:

@@ -21,6 +21,7 @@ from recokd.evaluate.report import (
     markdown_rows,
     markdown_table,
     number_text,
+    points_text,
     ratio_text,
     speedup_text,
     structure_size_table,
@@ -82,7 +83,7 @@ def kd_weight_table(results: dict) -> str:
         weight, dice = model.get("kd_weight"), model.get("mean_dice")
         rows.append([model_label(key), MISSING if weight is None else f"{weight:g}",
                      *[dice_percent(model["dice_per_class"].get(c)) for c in classes], dice_percent(dice),
-                     _points(dice, plain), number_text(model.get("mean_hd95_mm"), 2)])
+                     points_text(dice, plain), number_text(model.get("mean_hd95_mm"), 2)])
     return markdown_rows(header, rows, left_columns=2)
 
 
@@ -101,11 +102,8 @@ def width_table(results: dict) -> str:
         plain, recokd = by_width[width].get("none", {}), by_width[width].get("recokd", {})
         rows.append([width, ratio_text(recokd.get("params") or plain.get("params"), teacher.get("params")),
                      dice_percent(plain.get("mean_dice")), dice_percent(recokd.get("mean_dice")),
-                     _points(recokd.get("mean_dice"), plain.get("mean_dice")),
+                     points_text(recokd.get("mean_dice"), plain.get("mean_dice")),
                      number_text(plain.get("mean_hd95_mm"), 2), number_text(recokd.get("mean_hd95_mm"), 2),
                      speedup_text(teacher.get("ct_cpu_latency_s"), recokd.get("ct_cpu_latency_s"))])
     return markdown_rows(header, rows, left_columns=1)
 
-
-def _points(dice: float | None, reference: float | None) -> str:
-    return MISSING if dice is None or reference is None else f"{100 * (dice - reference):+.2f}"
