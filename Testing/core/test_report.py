@@ -248,9 +248,10 @@ def test_render_of_a_sweep_json_rewrites_the_sweep_report(tmp_path):
     from recokd.cli import main
 
     results = tmp_path / "hippocampus_width_sweep.json"
-    results.write_text(json.dumps(sample_width_sweep()), encoding="utf-8")
+    results.write_text(json.dumps({**sample_width_sweep(), "notes": ["Why KD gains little here."]}), encoding="utf-8")
     assert main(["benchmark", "--render", "--results", str(results)]) == 0
     report = (tmp_path / "hippocampus_width_sweep.md").read_text(encoding="utf-8")
     assert "## ReCo-KD against no KD at each width" in report and "## Targets" not in report
+    assert "## Notes\n\n- Why KD gains little here.\n" in report, "the analysis added to the JSON is rendered"
     assert sorted(path.name for path in tmp_path.glob("*.png")) == [
         "hippocampus_width_sweep_dice_vs_width.png"], "the sweep's plot, not the benchmark's four"

@@ -284,11 +284,17 @@ def markdown_report(results: dict, plot_files: dict[str, str]) -> str:
         lines += ["", "## Training", "",
                   "nnU-Net's validation pseudo Dice (a student's EMA weights; 0 while a network predicts background "
                   "everywhere) and wall time of each training on the training device.", "", training]
-    if results.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
+    if notes := notes_section(results):
+        lines += ["", *notes]
     lines += ["", "## Plots", ""] + [f"![{kind.replace('_', ' ')}]({file})" for kind, file in plot_files.items()]
     lines += ["", "## Set-up", "", "```json", json.dumps(_setup(results), indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def notes_section(results: dict) -> list[str]:
+    """The ``## Notes`` section: the analysis a person added to the JSON's ``notes``; ``[]`` without notes."""
+    notes = results.get("notes") or []
+    return ["## Notes", "", *[f"- {note}" for note in notes]] if notes else []
 
 
 def _provenance(results: dict) -> str:

@@ -52,7 +52,8 @@ from recokd.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-SWEEP_KINDS = ("kd_weight", "width")
+SWEEP_NAMES = {"kd_weight": "KD weight sweep", "width": "width sweep"}  # kind -> how a report's title names it
+SWEEP_KINDS = tuple(SWEEP_NAMES)
 REFERENCE_MODELS = (TEACHER, PLAIN, RECOKD)  # the benchmark's own packages, scored again beside the sweep
 SWEPT_MODES = {RECOKD: "recokd", PLAIN: "none"}
 
@@ -191,7 +192,7 @@ def run_sweep(work_dir: Path, kind: str, values: Sequence, device: str = "auto",
     return {
         "benchmark": f"{benchmark.dataset}_{kind}_sweep",
         "kind": kind,
-        "title": f"{benchmark.spec.title}: {kind.replace('_', ' ')} sweep",
+        "title": f"{benchmark.spec.title}: {SWEEP_NAMES[kind]}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": machine_description(device),
         "schedule": {"preset": benchmark.preset["name"], **benchmark.preset["training"]},

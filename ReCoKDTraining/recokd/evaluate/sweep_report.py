@@ -20,6 +20,7 @@ from recokd.evaluate.report import (
     json_ready,
     markdown_rows,
     markdown_table,
+    notes_section,
     number_text,
     points_text,
     ratio_text,
@@ -48,7 +49,7 @@ def write_sweep_report(results: dict, out_dir: Path, name: str) -> dict[str, Pat
 
 
 def sweep_markdown(results: dict, plot_files: dict[str, str]) -> str:
-    """The sweep's report: what was measured where, the kind's tables, sizes, training, plots."""
+    """The sweep's report: what was measured where, the kind's tables, sizes, training, notes, plots."""
     schedule, device = results.get("schedule", {}), results.get("device", {})
     changed = "λ" if results["kind"] == "kd_weight" else "width (a ReCo-KD and a plain student per width)"
     lines = [f"# {results.get('title', 'Sweep')}", "",
@@ -67,6 +68,8 @@ def sweep_markdown(results: dict, plot_files: dict[str, str]) -> str:
                          ("Training", training_table(results))):
         if table is not None:
             lines += [f"## {title}", "", table, ""]
+    if notes := notes_section(results):
+        lines += [*notes, ""]
     lines += [f"![{plot.replace('_', ' ')}]({file})" for plot, file in plot_files.items()] + [""]
     return "\n".join(lines)
 
