@@ -255,3 +255,51 @@ def test_render_of_a_sweep_json_rewrites_the_sweep_report(tmp_path):
     assert "## Notes\n\n- Why KD gains little here.\n" in report, "the analysis added to the JSON is rendered"
     assert sorted(path.name for path in tmp_path.glob("*.png")) == [
         "hippocampus_width_sweep_dice_vs_width.png"], "the sweep's plot, not the benchmark's four"
+
+
+def seeded_results(recokd_shift: float) -> dict:
+    """Results of a seeded run: four student arms with two seeds each, compared case by case."""
+    from recokd.evaluate.protocol import COMPARISONS
+    from recokd.evaluate.statistics import compare_models, seed_aggregate
+
+    results = sample_results()
+    teacher = results["models"]["teacher"]
+    arms = {"student_recokd": ("recokd", "teacher", recokd_shift), "student_logitkd": ("logit", "teacher", 0.0),
+            "student_plain": ("none", "teacher", 0.0), "student_plain_random": ("none", "random", -0.05)}
+    models = {"teacher": teacher}
+    for key, (mode, init, shift) in arms.items():
+        runs = []
+        for seed in (0, 1):
+            run = model(130_000, (0.85 + shift + 0.001 * seed, 0.84 + shift), (1.6, 1.7), 0.2)
+            for i, case in enumerate(run["cases"]):
+                case["dice"]["Anterior"] = 0.80 + shift + 0.01 * i + 0.002 * seed + 0.003 * (i % 2)
+            run.update(seed=seed, mode=mode, init=init,
+                       training={"epochs": 2, "seconds": 60.0, "pseudo_dice": [0.3, 0.5],
+                                 "pseudo_dice_per_class": [[0.3, 0.3], [0.5, 0.5]], "train_loss": [-0.1, -0.3]})
+            runs.append(run)
+        models[key] = seed_aggregate(runs)
+    results["models"] = models
+    results["comparisons"] = compare_models(models, COMPARISONS)
+    return results
+
+
+def test_seeded_results_show_seed_spread_paired_statistics_and_judge_the_gain_on_the_interval(tmp_path):
+    clear_gain = seeded_results(recokd_shift=0.01)
+    table = markdown_table(clear_gain)
+    assert "| Student, no KD, random init | random | 2 |" in table
+    assert "| Student, ReCo-KD | teacher | 2 |" in table and " ± " in table
+    checks = {c.target: c for c in target_checks(clear_gain)}
+    against_inherited = next(c for t, c in checks.items() if "started from the teacher" in t)
+    assert against_inherited.status == "met" and "95 % CI +" in against_inherited.measured
+    paths = write_report(clear_gain, tmp_path, "seeded")
+    report = paths["markdown"].read_text(encoding="utf-8")
+    assert "## Paired comparisons" in report
+    assert "| Student, ReCo-KD − Student, no KD | Dice | +1.00 points |" in report
+    assert "Student, ReCo-KD better (CI excludes 0)" in report
+    assert "| Student, no KD, random init, seed 1 | 2 |" in report, "one training row per seed"
+    assert matplotlib.image.imread(paths["comparisons"]).shape[0] > 100
+
+    no_gain = seeded_results(recokd_shift=0.0)
+    checks = {c.target: c for c in target_checks(no_gain)}
+    assert next(c for t, c in checks.items() if "started from the teacher" in t).status == "**missed**"
+    assert "no evidence either way" in write_report(no_gain, tmp_path, "flat")["markdown"].read_text(encoding="utf-8")

@@ -1,8 +1,9 @@
 """The benchmark protocol end to end on a micro phantom, then a KD-weight and a width sweep beside it.
 
 The protocol runs in a subprocess with a preset smaller than ``smoke`` (the named presets take
-minutes): real nnU-Net planning, a real teacher, three real students, evaluation on the
-held-out cases, the CT-sized volume (each model in its own process) and the step timing.
+minutes): real nnU-Net planning, a real teacher, four real student arms with two seeds each,
+evaluation on the held-out cases with paired statistics, the CT-sized volume (each model in
+its own process) and the step timing.
 The sweeps then run through the command line, reusing that teacher and those packages.
 """
 
@@ -30,7 +31,7 @@ DRIVER = textwrap.dedent("""
         micro = Preset("micro", "test only", Schedule(epochs=1, iterations_per_epoch=2, val_iterations_per_epoch=1),
                        max_test_cases=2, ct_shape=(24, 40, 40), ct_tile_step=1.0, timing_steps=1,
                        phantom_cases=(6, 2), phantom_shape=(32, 32, 32))
-        results = run_benchmark(BenchmarkConfig("phantom", micro, work_dir, device="cpu", threads=1))
+        results = run_benchmark(BenchmarkConfig("phantom", micro, work_dir, device="cpu", threads=1, seeds=2))
         print(json.dumps({k: str(v) for k, v in write_report(results, out_dir, "phantom").items()}))
 """)
 
@@ -49,11 +50,11 @@ def benchmark_run(tmp_path_factory):
 
 
 def test_benchmark_measures_every_model_on_held_out_cases(benchmark_run):
-    _, results, paths = benchmark_run
+    work_dir, results, paths = benchmark_run
     split = results["split"]
     assert len(split["test"]) == 2 and not set(split["test"]) & set(split["train"])
     models = results["models"]
-    assert list(models) == ["teacher", "student_recokd", "student_plain", "student_logitkd"]
+    assert list(models) == ["teacher", "student_recokd", "student_logitkd", "student_plain", "student_plain_random"]
     for entry in models.values():
         assert [case["case"] for case in entry["cases"]] == split["test"]
         assert entry["cpu_latency_s"] > 0 and entry["params"] > 0 and entry["flops"] > 0
@@ -61,12 +62,28 @@ def test_benchmark_measures_every_model_on_held_out_cases(benchmark_run):
     for key in ("teacher", "student_recokd"):  # the CT-sized volume, each in a process of its own
         assert models[key]["ct_cpu_latency_s"] > 0 and models[key]["peak_rss_mb"] > 100
     assert results["kd_step_timing"]["kd_step_s"] > 0 and results["kd_step_ratio"] > 0
-    for entry in models.values():  # nnU-Net's log of each training, read back from its checkpoint
-        assert entry["training"]["epochs"] == 1 and entry["training"]["seconds"] > 0
-        assert len(entry["training"]["pseudo_dice_per_class"][0]) == len(entry["dice_per_class"])
-    assert "kd_weighted" in models["student_recokd"]["training"] and "kd_weighted" not in models["teacher"]["training"]
+    assert models["teacher"]["training"]["epochs"] == 1 and "kd_weighted" not in models["teacher"]["training"]
+    assert results["seeds"]["students"] == [0, 1]
+    for key, arm in results["options"]["arms"].items():  # every arm, every seed, its own training
+        runs = models[key]["runs"]
+        assert [run["seed"] for run in runs] == [0, 1] and models[key]["init"] == arm["init"]
+        for run in runs:
+            assert run["training"]["epochs"] == 1 and run["training"]["seconds"] > 0
+            assert len(run["training"]["pseudo_dice_per_class"][0]) == len(run["dice_per_class"])
+        seed_means = [run["mean_dice"] for run in runs]
+        if None not in seed_means:
+            assert models[key]["mean_dice"] == pytest.approx(sum(seed_means) / 2)
+        checkpoints = sorted((work_dir / "students" / key).rglob("checkpoint_final.pth"))
+        assert [c.relative_to(work_dir / "students" / key).parts[0] for c in checkpoints] == ["seed_0", "seed_1"]
+        inheritance = load_checkpoint(checkpoints[0])["recokd"]["inheritance"]
+        assert (inheritance is None) == (arm["init"] == "random")
+    assert "kd_weighted" in models["student_recokd"]["runs"][0]["training"]
+    compared = {(c["a"], c["b"], c["metric"]) for c in results["comparisons"]}
+    assert ("student_recokd", "student_plain", "dice") in compared
+    assert ("student_recokd", "student_plain_random", "hd95_mm") in compared
     report = open(paths["markdown"], encoding="utf-8").read()
     assert "## Dice by structure size" in report and "adrenal_gland" in report and "## Training" in report
+    assert "## Paired comparisons" in report and "Student, no KD, random init, seed 1" in report
 
 
 def test_kd_weight_sweep_trains_new_students_beside_the_benchmark_and_scores_all(benchmark_run, tmp_path):
@@ -83,8 +100,8 @@ def test_kd_weight_sweep_trains_new_students_beside_the_benchmark_and_scores_all
     assert (work_dir / "kd_weight_sweep" / "student_recokd_kd0.5" / "nnUNet_results").is_dir()
     checkpoint = next((work_dir / "kd_weight_sweep").rglob("checkpoint_final.pth"))
     assert load_checkpoint(checkpoint)["recokd"]["options"]["kd_weight"] == 0.5
-    assert sweep["models"]["student_plain"]["dice_per_class"] == results["models"]["student_plain"]["dice_per_class"], \
-        "the benchmark's packages score as they did in the benchmark"
+    assert sweep["models"]["student_plain"]["dice_per_class"] == \
+        results["models"]["student_plain"]["runs"][0]["dice_per_class"], "the benchmark's packages score as before"
     assert (out / "phantom_kd_weight_sweep_dice_vs_kd_weight.png").stat().st_size > 10_000
     assert (out / "phantom_kd_weight_sweep_training.png").stat().st_size > 10_000
     assert sweep["models"]["teacher"]["training"] == results["models"]["teacher"]["training"]
@@ -114,7 +131,7 @@ def test_width_sweep_adds_a_recokd_and_a_plain_student_per_width_and_times_each_
     timed = [key for key, m in models.items() if m.get("ct_cpu_latency_s")]
     assert timed == ["teacher", "student_recokd", "student_recokd_w8"], "one run: the teacher and each width"
     assert all(models[key]["peak_rss_mb"] > 100 for key in timed)
-    assert models["student_recokd"]["dice_per_class"] == results["models"]["student_recokd"]["dice_per_class"]
+    assert models["student_recokd"]["dice_per_class"] == results["models"]["student_recokd"]["runs"][0]["dice_per_class"]
     report = (out / "phantom_width_sweep.md").read_text(encoding="utf-8")
     assert "| Student ×1/8, ReCo-KD |" in report and "## ReCo-KD against no KD at each width" in report
     assert (out / "phantom_width_sweep_dice_vs_width.png").stat().st_size > 10_000

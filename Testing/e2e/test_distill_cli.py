@@ -46,7 +46,8 @@ def test_distill_trains_student_from_teacher_and_exports_package(tiny_pipeline, 
 
 def test_distill_baselines_land_in_their_own_result_folders(tiny_pipeline):
     for mode, trainer in (("none", "ReCoKDTrainer_noKD"), ("logit", "ReCoKDTrainer_logitKD")):
-        tiny_pipeline.distill("--mode", mode, "--width", "1/2", "--progress", "none", "--no-export", *TINY_SCHEDULE)
+        tiny_pipeline.distill("--mode", mode, "--width", "1/2", "--calibration-patches", "4", "--progress", "none",
+                              "--no-export", *TINY_SCHEDULE)
         folder = tiny_pipeline.work_dir / "nnUNet_results" / DATASET / f"{trainer}__nnUNetPlans_ReCoKD_w2__3d_fullres"
         saved = load_checkpoint(folder / "fold_0" / "checkpoint_final.pth")["recokd"]
         assert saved["options"]["mode"] == mode
@@ -89,8 +90,8 @@ if __name__ == "__main__":
     schedule, width, losses = Schedule(epochs=2, iterations_per_epoch=3, val_iterations_per_epoch=1), Fraction(1, 8), {}
     for name, train in (
             ("nnunet", lambda: train_teacher(workspace, sys.argv[4], schedule=schedule, width=width)),
-            ("plain", lambda: run_distillation(workspace, teacher, sys.argv[4], width, KDOptions(mode="none"),
-                                               schedule=schedule))):
+            ("plain", lambda: run_distillation(workspace, teacher, sys.argv[4], width,
+                                               KDOptions(mode="none", init="random"), schedule=schedule))):
         random.seed(0); np.random.seed(0); torch.manual_seed(0)
         folder = train()
         logged = load_checkpoint(folder / "fold_0" / "checkpoint_final.pth")["logging"]["train_losses"]
@@ -100,7 +101,7 @@ if __name__ == "__main__":
 
 
 def test_plain_student_trains_exactly_like_nnunets_own_trainer_at_its_width(tiny_pipeline, tmp_path):
-    """The no-KD baseline is nnU-Net: same seed, same width, the same training loss at every epoch."""
+    """The random-init no-KD baseline is nnU-Net: same seed, same width, the same training loss at every epoch."""
     driver = tmp_path / "driver.py"
     driver.write_text(PLAIN_VS_NNUNET)
     finished = subprocess.run([sys.executable, str(driver), str(tiny_pipeline.work_dir), str(tiny_pipeline.teacher),
@@ -109,3 +110,29 @@ def test_plain_student_trains_exactly_like_nnunets_own_trainer_at_its_width(tiny
     assert finished.returncode == 0, finished.stderr[-3000:]
     losses = json.loads(finished.stdout.strip().splitlines()[-1])
     assert len(losses["nnunet"]) == 2 and losses["plain"] == losses["nnunet"]
+
+
+def test_inherited_student_starts_as_the_pruned_teacher_and_records_how(tiny_pipeline):
+    """--init teacher (the default) prunes and refits the teacher on calibration patches before step 1."""
+    tiny_pipeline.distill("--mode", "none", "--width", "1/8", "--init-importance", "gamma", "--calibration-patches",
+                          "3", "--learning-rate", "0.001", "--progress", "none", "--no-export", *TINY_SCHEDULE)
+    fold = tiny_pipeline.work_dir / "nnUNet_results" / DATASET / "ReCoKDTrainer_noKD__nnUNetPlans_ReCoKD_w8__3d_fullres" \
+        / "fold_0"
+    saved = load_checkpoint(fold / "checkpoint_final.pth")
+    inheritance = saved["recokd"]["inheritance"]
+    assert inheritance["importance"] == "gamma" and inheritance["refit"] == "least_squares"
+    assert inheritance["calibration_patches"] == 3
+    assert inheritance["layer_error_refitted"] < inheritance["layer_error_sliced"]
+    assert saved["recokd"]["options"]["learning_rate"] == 0.001
+    assert saved["optimizer_state"]["param_groups"][0]["initial_lr"] == 0.001
+    log_text = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "Student initialised from the teacher" in log_text
+
+
+def test_random_init_records_no_inheritance(tiny_pipeline, tmp_path):
+    tiny_pipeline.distill("--mode", "logit", "--width", "1/4", "--init", "random", "--progress", "none",
+                          "--no-export", *TINY_SCHEDULE)
+    folder = tiny_pipeline.work_dir / "nnUNet_results" / DATASET / "ReCoKDTrainer_logitKD__nnUNetPlans_ReCoKD_w4__3d_fullres"
+    saved = load_checkpoint(folder / "fold_0" / "checkpoint_final.pth")["recokd"]
+    assert saved["inheritance"] is None and saved["options"]["init"] == "random"
+    assert saved["options"]["logit_weight"] == 1.0

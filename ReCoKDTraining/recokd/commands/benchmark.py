@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recokd.commands.distillation_options import add_distillation_arguments, options_from
 from recokd.device import DEVICE_CHOICES
-from recokd.distill.options import MS_CA_FORMS
 from recokd.workspace import DEFAULT_WORK_DIR
 
 DEFAULT_SOURCE = Path("../shared/data/Dataset004_Hippocampus")
@@ -25,9 +25,11 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "benchmark", help="compare teacher and students (Dice, HD95, size, speed, memory) in one run",
-        description="Trains an nnU-Net teacher and three students of the same width (ReCo-KD, no KD, logit KD) on "
-                    "a fixed seeded train split, evaluates all four on the held-out test split, times them on a "
-                    "CT-sized volume and times the KD step; writes JSON, Markdown and PNG results. "
+        description="Trains an nnU-Net teacher and four student arms of the same width (ReCo-KD, logit KD and no "
+                    "KD started from the teacher; no KD from random init), each with --seeds seeds, on a fixed "
+                    "seeded train split; evaluates all on the held-out test split with paired per-case "
+                    "statistics, times teacher and student on a CT-sized volume and times the KD step; writes "
+                    "JSON, Markdown and PNG results. "
                     "Schedules: " + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items()))
     p.add_argument("--dataset", choices=list(DATASETS), default="hippocampus")
     p.add_argument("--schedule", choices=list(PRESETS), default="cpu", help="named size of the run (default cpu)")
@@ -40,9 +42,12 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of every training")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of the cases held out for testing")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="training device")
-    p.add_argument("--ms-ca", choices=MS_CA_FORMS, default="gc", help="MS-CA form of the ReCo-KD student")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="training seeds per student arm (seed, seed+1, ...); 3 or more for paired statistics that "
+                        "mean something. A rerun with more seeds reuses the trainings done")
     p.add_argument("--threads", type=int, default=None, help="PyTorch CPU threads for the whole run: training, evaluation, timing (default: PyTorch's choice)")
     p.add_argument("--no-mirroring", action="store_true", help="evaluate without test-time mirroring")
+    add_distillation_arguments(p, per_arm=False)
     sweep = p.add_argument_group("after a finished benchmark run (its --work-dir)").add_mutually_exclusive_group()
     sweep.add_argument("--kd-weight-sweep", type=float, nargs="+", metavar="LAMBDA", default=None,
                        help="train one more ReCo-KD student per KD weight beside the benchmark's (same teacher, "
@@ -107,7 +112,6 @@ def _run_sweep(args) -> int:
 
 
 def _run_benchmark(args) -> int:
-    from recokd.distill.options import KDOptions
     from recokd.evaluate.protocol import PRESETS, BenchmarkConfig, run_benchmark
     from recokd.evaluate.report import target_checks, write_report
     from recokd.nnunet.student_plans import parse_width
@@ -117,7 +121,7 @@ def _run_benchmark(args) -> int:
         dataset=args.dataset, preset=PRESETS[args.schedule], work_dir=work_dir,
         source=args.source if args.dataset == "hippocampus" else None, width=parse_width(args.width),
         seed=args.seed, test_fraction=args.test_fraction, device=args.device,
-        kd_options=KDOptions(ms_ca=args.ms_ca), mirroring=not args.no_mirroring, threads=args.threads)
+        kd_options=options_from(args), mirroring=not args.no_mirroring, threads=args.threads, seeds=args.seeds)
     results = run_benchmark(config)
     paths = write_report(results, args.output_dir or work_dir / "results", args.dataset)
     for check in target_checks(results):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from recokd.commands.distillation_options import add_distillation_arguments, options_from
 from recokd.commands.training_options import (
     TrainingProgress,
     add_training_arguments,
@@ -12,11 +13,8 @@ from recokd.commands.training_options import (
     workspace_from,
 )
 from recokd.device import resolve_device
-from recokd.distill.options import KD_MODES, MS_CA_FORMS, KDOptions
 from recokd.nnunet.student_plans import parse_width
 from recokd.nnunet.training import run_distillation
-
-DEFAULTS = KDOptions()
 
 
 def register(subparsers) -> None:
@@ -31,30 +29,12 @@ def register(subparsers) -> None:
     p.add_argument("--teacher-checkpoint", default="checkpoint_final.pth")
     p.add_argument("--width", default="1/4", help="student channels relative to the teacher: 1, 1/2, 1/4, 1/8")
     add_training_arguments(p)
-    kd = p.add_argument_group("distillation options (defaults: the method's published values)")
-    kd.add_argument("--mode", choices=KD_MODES, default=DEFAULTS.mode,
-                    help="recokd (MS-SARD + MS-CA), logit (baseline), none (student alone)")
-    kd.add_argument("--ms-ca", choices=MS_CA_FORMS, default=DEFAULTS.ms_ca,
-                    help="MS-CA form: gc (global-context blocks) or affinity (pooled voxel affinity)")
-    kd.add_argument("--kd-weight", type=float, default=DEFAULTS.kd_weight, help="lambda after warm-up")
-    kd.add_argument("--warmup-fraction", type=float, default=DEFAULTS.warmup_fraction)
-    kd.add_argument("--alpha", type=float, default=DEFAULTS.alpha, help="stage weights ∝ 2^(-3 alpha k)")
-    kd.add_argument("--attention-temperature", type=float, default=DEFAULTS.attention_temperature)
-    kd.add_argument("--affinity-grid", type=int, default=DEFAULTS.affinity_grid)
-    kd.add_argument("--logit-temperature", type=float, default=DEFAULTS.logit_temperature)
-    kd.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay)
+    add_distillation_arguments(p)
     out = p.add_argument_group("export")
     out.add_argument("--export", type=Path, default=None,
                      help="model package to write (default: <work-dir>/packages/<student>.recokd.zip)")
     out.add_argument("--no-export", action="store_true", help="train only")
     p.set_defaults(func=run)
-
-
-def options_from(args) -> KDOptions:
-    return KDOptions(mode=args.mode, kd_weight=args.kd_weight, warmup_fraction=args.warmup_fraction,
-                     alpha=args.alpha, attention_temperature=args.attention_temperature, ms_ca=args.ms_ca,
-                     affinity_grid=args.affinity_grid, logit_temperature=args.logit_temperature,
-                     ema_decay=args.ema_decay)
 
 
 def run(args) -> int:

@@ -13,6 +13,9 @@ from recokd.errors import RecokdError
 
 KD_MODES = ("recokd", "logit", "none")
 MS_CA_FORMS = ("gc", "affinity")
+INIT_CHOICES = ("teacher", "random")
+IMPORTANCE_CHOICES = ("activation", "gamma")
+REFIT_CHOICES = ("least_squares", "none")
 
 
 @dataclass
@@ -33,7 +36,16 @@ class KDOptions:
         affinity_grid: side of the pooled grid of the affinity form (at most ``grid^3`` voxels).
         fg_weight, bg_weight, att_weight, ctx_weight: weights of L_fg, L_bg, L_att and L_ctx.
         logit_temperature: temperature of the logit-KD baseline.
+        logit_weight: lambda of the logit-KD baseline (mode ``"logit"``), ramped like ``kd_weight``.
         ema_decay: decay of the exponential moving average of the student's weights.
+        learning_rate: the student's initial learning rate (nnU-Net's poly schedule, SGD).
+        init: ``"teacher"``: the student starts as the teacher pruned to its width
+            (:mod:`recokd.nnunet.inheritance`), in every mode; ``"random"``: nnU-Net's own
+            initialisation.
+        init_importance: how inheritance ranks channels, ``"activation"`` or ``"gamma"``.
+        init_refit: ``"least_squares"`` refits every pruned layer to the teacher's output,
+            ``"none"`` keeps the sliced weights.
+        calibration_patches: training patches inheritance measures the teacher on.
     """
 
     mode: str = "recokd"
@@ -48,7 +60,13 @@ class KDOptions:
     att_weight: float = 1.0
     ctx_weight: float = 1.0
     logit_temperature: float = 2.0
+    logit_weight: float = 1.0
     ema_decay: float = 0.999
+    learning_rate: float = 0.01
+    init: str = "teacher"
+    init_importance: str = "activation"
+    init_refit: str = "least_squares"
+    calibration_patches: int = 16
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -59,6 +77,13 @@ class KDOptions:
         checks = [
             (self.mode in KD_MODES, f"mode must be one of {', '.join(KD_MODES)}, got {self.mode!r}"),
             (self.ms_ca in MS_CA_FORMS, f"ms_ca must be one of {', '.join(MS_CA_FORMS)}, got {self.ms_ca!r}"),
+            (self.init in INIT_CHOICES, f"init must be one of {', '.join(INIT_CHOICES)}, got {self.init!r}"),
+            (self.init_importance in IMPORTANCE_CHOICES,
+             f"init_importance must be one of {', '.join(IMPORTANCE_CHOICES)}, got {self.init_importance!r}"),
+            (self.init_refit in REFIT_CHOICES,
+             f"init_refit must be one of {', '.join(REFIT_CHOICES)}, got {self.init_refit!r}"),
+            (self.calibration_patches >= 1, f"calibration_patches must be >= 1, got {self.calibration_patches}"),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
             (self.kd_weight >= 0, f"kd_weight must be >= 0, got {self.kd_weight}"),
             (0 <= self.warmup_fraction <= 1, f"warmup_fraction must be in [0, 1], got {self.warmup_fraction}"),
             (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
@@ -67,7 +92,7 @@ class KDOptions:
             (self.logit_temperature > 0, f"logit_temperature must be > 0, got {self.logit_temperature}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
         ]
-        for name in ("fg_weight", "bg_weight", "att_weight", "ctx_weight"):
+        for name in ("fg_weight", "bg_weight", "att_weight", "ctx_weight", "logit_weight"):
             value = getattr(self, name)
             checks.append((value >= 0, f"{name} must be >= 0, got {value}"))
         return [message for ok, message in checks if not ok]

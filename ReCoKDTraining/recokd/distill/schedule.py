@@ -29,7 +29,7 @@ def stage_weights(num_stages: int, alpha: float) -> torch.Tensor:
 
 
 def kd_weight_at(epoch: int, num_epochs: int, options: KDOptions) -> float:
-    """lambda at ``epoch`` (0-based): a linear ramp from 0 to ``options.kd_weight``.
+    """lambda at ``epoch`` (0-based): a linear ramp from 0 to ``options.kd_weight`` (``logit_weight`` in mode logit).
 
     The ramp lasts ``warmup_fraction * num_epochs`` epochs (so it need not end on an
     integer epoch) and stays flat afterwards; the student first learns the task from the
@@ -38,7 +38,8 @@ def kd_weight_at(epoch: int, num_epochs: int, options: KDOptions) -> float:
     """
     if options.mode == "none":
         return 0.0
+    weight = options.logit_weight if options.mode == "logit" else options.kd_weight
     warmup_epochs = options.warmup_fraction * max(num_epochs, 1)
     if warmup_epochs == 0:
-        return options.kd_weight
-    return options.kd_weight * min(1.0, max(epoch, 0) / warmup_epochs)
+        return weight
+    return weight * min(1.0, max(epoch, 0) / warmup_epochs)

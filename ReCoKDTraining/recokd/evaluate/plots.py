@@ -32,9 +32,10 @@ MODEL_LABELS = {
     "student_recokd": "Student, ReCo-KD",
     "student_logitkd": "Student, logit KD",
     "student_plain": "Student, no KD",
+    "student_plain_random": "Student, no KD, random init",
 }
 MODEL_COLOURS = {"teacher": "tab:blue", "student_recokd": "tab:red", "student_logitkd": "tab:orange",
-                 "student_plain": "tab:gray"}
+                 "student_plain": "tab:gray", "student_plain_random": "black"}
 MARKERS = "osD^v<>Px*"
 CLASS_COLOURS = plt.get_cmap("Dark2").colors  # classes in the sweep plot: none of the models' colours
 # A sweep's student (recokd.evaluate.student_sweep): student_recokd_kd0.1, student_plain_w8.
@@ -55,6 +56,17 @@ def model_label(key: str) -> str:
 def _colour(key: str, index: int) -> str:
     sweep = SWEEP_KEY.match(key)
     return MODEL_COLOURS.get(sweep["model"] if sweep else key, f"C{index}")
+
+
+def trainings(results: dict) -> list[tuple[str, dict]]:
+    """``(label, training record)`` of every training: one per seed of a model trained with several."""
+    found = []
+    for key, model in results["models"].items():
+        for run in model.get("runs") or [model]:
+            if run.get("training"):
+                seed = f", seed {run['seed']}" if "runs" in model else ""
+                found.append((model_label(key) + seed, run["training"]))
+    return found
 
 
 def _percent(value: float | None) -> float | None:
@@ -275,7 +287,7 @@ def plot_training(results: dict, path: Path) -> Path | None:
     A network in nnU-Net's all-background phase has pseudo Dice 0; the panels show when each
     model left it and when each structure, small ones included, first appeared.
     """
-    trained = {key: model["training"] for key, model in results["models"].items() if model.get("training")}
+    trained = dict(trainings(results))
     if not trained:
         return None
     classes = list(next(iter(results["models"].values()))["dice_per_class"])
@@ -285,13 +297,13 @@ def plot_training(results: dict, path: Path) -> Path | None:
                              squeeze=False)
     for ax in axes.flat[len(trained):]:
         ax.set_visible(False)
-    for ax, (key, record) in zip(axes.flat, trained.items()):
+    for ax, (label, record) in zip(axes.flat, trained.items()):
         epochs = range(1, len(record["pseudo_dice"]) + 1)
         for index, name in enumerate(classes):
             ax.plot(epochs, [100 * epoch[index] for epoch in record["pseudo_dice_per_class"]], lw=0.9,
                     color=CLASS_COLOURS[index % len(CLASS_COLOURS)], label=name)
         ax.plot(epochs, [100 * d for d in record["pseudo_dice"]], color="black", lw=2, label="mean")
-        ax.set_title(model_label(key), fontsize=9)
+        ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
     for row in axes:
@@ -301,12 +313,33 @@ def plot_training(results: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@_default_style
+def plot_comparisons(results: dict, path: Path) -> Path | None:
+    """Paired per-case Dice differences between models: mean and 95 % CI, a line at 0; ``None`` without any."""
+    rows = [c for c in results.get("comparisons") or [] if c["metric"] == "dice" and c.get("mean") is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(rows) + 1.4))
+    for y, row in enumerate(reversed(rows)):
+        mean, low, high = (100 * row[k] for k in ("mean", "ci_low", "ci_high"))
+        colour = "tab:green" if low > 0 else ("tab:red" if high < 0 else "tab:gray")
+        ax.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="o", color=colour, capsize=4)
+    ax.set_yticks(range(len(rows)), [f"{model_label(r['a'])} − {model_label(r['b'])}" for r in reversed(rows)],
+                  fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("Dice difference, points (paired per case; 95 % bootstrap CI)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title("Which differences are more than noise (green/red: CI excludes 0)", fontsize=10)
+    return _save(fig, path)
+
+
 PLOTS = {
     "dice_vs_params": plot_dice_vs_params,
     "dice_vs_latency": plot_dice_vs_latency,
     "dice_per_class": plot_dice_per_class,
     "dice_vs_volume": plot_dice_vs_volume,
     "training": plot_training,
+    "comparisons": plot_comparisons,
 }
 
 

@@ -4,15 +4,22 @@
    (:mod:`recokd.evaluate.benchmark_data`); test cases never reach training or validation.
 2. nnU-Net plans and preprocesses it; the student width is checked against the parameter
    budget (at most 1/10 of the teacher's) before anything trains, narrower if needed.
-3. The teacher (nnU-Net's default ``3d_fullres``) and three students at that width (ReCo-KD,
-   no KD, logit KD) train with the same plans, schedule and seed, and are exported as model
-   packages; each training's per-epoch log is read back from its checkpoint
-   (:mod:`recokd.evaluate.training_record`).
-4. All four are evaluated on the test split (:func:`~recokd.evaluate.comparison.evaluate_models`),
-   on a CT-sized volume (latency, peak RSS), and the KD step is timed against the plain step.
+3. The teacher (nnU-Net's default ``3d_fullres``) trains once. Four student arms at that
+   width (:data:`ARMS`) train with the same plans and schedule, each with ``seeds`` training
+   seeds: no KD from nnU-Net's random initialisation (what stock nnU-Net gives at that
+   width), and no KD, logit KD and ReCo-KD starting from the teacher
+   (:mod:`recokd.nnunet.inheritance`). Each training has a results folder of its own
+   (``<work-dir>/students/<arm>/seed_<s>``) and is exported as a model package; its per-epoch
+   log is read back from its checkpoint (:mod:`recokd.evaluate.training_record`).
+4. Every package is evaluated on the test split (:func:`~recokd.evaluate.comparison.evaluate_models`);
+   an arm's entry is the mean over its seeds with every seed kept under ``runs``, and the arms
+   are compared case by case (:mod:`recokd.evaluate.statistics`). The teacher and one
+   ReCo-KD student are timed on a CT-sized volume (latency, peak RSS), and the KD step is
+   timed against the plain step.
 
 Finished trainings in the work directory are reused and interrupted ones resumed, so a long
-run can be restarted; the work directory remembers its settings and refuses others.
+run can be restarted (or given more seeds); the work directory remembers its settings and
+refuses others.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ from recokd.evaluate.comparison import evaluate_models, latency_and_memory_on_vo
 from recokd.evaluate.complexity import plans_complexity
 from recokd.evaluate.concurrent_training import train_concurrently
 from recokd.evaluate.environment import machine_description, package_versions
-from recokd.evaluate.report import LOGIT, MAX_PARAM_RATIO, PLAIN, RECOKD, TEACHER
+from recokd.evaluate.report import LOGIT, MAX_PARAM_RATIO, PLAIN, PLAIN_RANDOM, RECOKD, TEACHER
+from recokd.evaluate.statistics import compare_models, seed_aggregate
 from recokd.evaluate.step_timing import measure_kd_step_ratio
 from recokd.evaluate.training_record import training_record
 from recokd.nnunet.prepare import prepare_dataset
@@ -57,10 +65,28 @@ log = logging.getLogger(__name__)
 
 CONFIGURATION = "3d_fullres"
 FOLD = 0
-STUDENTS = {RECOKD: "recokd", PLAIN: "none", LOGIT: "logit"}
 STUDENT_TRAINERS = {"recokd": "ReCoKDTrainer", "logit": "ReCoKDTrainer_logitKD", "none": "ReCoKDTrainer_noKD"}
-# The three students share one architecture, so one of them stands for all on the CT-sized volume.
+# The students share one architecture, so one of them stands for all on the CT-sized volume.
 CT_VOLUME_MODELS = (TEACHER, RECOKD)
+
+
+@dataclass(frozen=True)
+class StudentArm:
+    """One kind of student in the comparison: its distillation mode and how it starts."""
+
+    mode: str
+    init: str
+
+
+ARMS = {
+    RECOKD: StudentArm("recokd", "teacher"),
+    LOGIT: StudentArm("logit", "teacher"),
+    PLAIN: StudentArm("none", "teacher"),
+    PLAIN_RANDOM: StudentArm("none", "random"),
+}
+# (a, b): "a - b" per test case, over seeds; a first so that a positive difference favours a.
+COMPARISONS = ((RECOKD, PLAIN), (RECOKD, PLAIN_RANDOM), (RECOKD, LOGIT), (LOGIT, PLAIN), (PLAIN, PLAIN_RANDOM),
+               (TEACHER, RECOKD))
 
 
 @dataclass(frozen=True)
@@ -139,13 +165,26 @@ class BenchmarkConfig:
     kd_options: KDOptions = field(default_factory=KDOptions)
     mirroring: bool = True
     threads: int | None = None
-    concurrent_students: bool | None = None  # the three students side by side; None: on a GPU only
+    concurrent_students: bool | None = None  # a seed's students side by side; None: on a GPU only
+    seeds: int = 1  # training seeds per student arm: seed, seed + 1, ...
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise RecokdError(f"A benchmark needs at least one seed per student arm, got {self.seeds}.")
+
+    @property
+    def training_seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.seeds)]
 
     def fingerprint(self) -> dict:
-        """What must not change between a run and its restart in the same work directory."""
+        """What must not change between a run and its restart in the same work directory (more seeds may come)."""
         return {"dataset": self.dataset, "preset": asdict(self.preset), "source": str(self.source),
                 "width": str(self.width), "seed": self.seed, "test_fraction": self.test_fraction,
                 "kd_options": self.kd_options.to_dict()}
+
+    def arm_options(self, key: str) -> KDOptions:
+        """The distillation options of student arm ``key``: the benchmark's, with the arm's mode and start."""
+        return replace(self.kd_options, mode=ARMS[key].mode, init=ARMS[key].init)
 
 
 def run_benchmark(config: BenchmarkConfig, on_stage: Callable[[str], None] | None = None) -> dict:
@@ -172,12 +211,22 @@ def run_benchmark(config: BenchmarkConfig, on_stage: Callable[[str], None] | Non
     width, width_note = choose_width(teacher_plans, dataset_json, CONFIGURATION, config.width)
     stage(width_note)
 
-    folders = _train_models(config, workspace, spec.folder, teacher_plans, width, device, stage)
-    teacher_folder = folders[TEACHER]
-    packages = {key: export_model(folder, workspace, key) for key, folder in folders.items()}
-    models = _measure_models(config, workspace, packages, cases, device, stage)
-    for key, folder in folders.items():
-        models[key]["training"] = training_record(folder, FOLD)
+    teacher_folder, student_folders = _train_models(config, workspace, spec.folder, teacher_plans, width, device,
+                                                    stage)
+    runs = {TEACHER: {config.seed: teacher_folder}} | student_folders
+    packages = {(key, seed): export_model(folder, workspace, package_name(key, None if key == TEACHER else seed))
+                for key, by_seed in runs.items() for seed, folder in by_seed.items()}
+    measured = _measure_models(config, workspace, packages, cases, device, stage)
+    models = {}
+    for key, by_seed in runs.items():
+        for seed, folder in by_seed.items():
+            measured[key, seed]["training"] = training_record(folder, FOLD)
+            if key != TEACHER:
+                measured[key, seed].update(seed=seed, init=ARMS[key].init, mode=ARMS[key].mode)
+        models[key] = measured[key, config.seed] if key == TEACHER else \
+            seed_aggregate([measured[key, seed] for seed in by_seed])
+    stage("paired per-case comparisons of the arms")
+    comparisons = compare_models(models, [pair for pair in COMPARISONS if set(pair) <= set(models)])
     stage("timing the KD training step against the plain step")
     timing = measure_kd_step_ratio(workspace, teacher_folder, spec.folder, width,
                                    replace(config.kd_options, mode="recokd"), device, steps=preset.timing_steps)
@@ -190,10 +239,12 @@ def run_benchmark(config: BenchmarkConfig, on_stage: Callable[[str], None] | Non
         "device": machine_description(device),
         "schedule": {"preset": preset.name, "description": preset.description, **asdict(preset.training)},
         "split": split.to_dict(),
-        "seeds": {"split": config.seed, "training": config.seed, "ct_volume": config.seed},
+        "seeds": {"split": config.seed, "teacher": config.seed, "students": config.training_seeds,
+                  "ct_volume": config.seed},
         "versions": package_versions(),
         "options": {
             "kd": config.kd_options.to_dict(),
+            "arms": {key: {"mode": arm.mode, "init": arm.init} for key, arm in ARMS.items()},
             "width": str(width),
             "width_choice": width_note,
             "configuration": CONFIGURATION,
@@ -207,34 +258,52 @@ def run_benchmark(config: BenchmarkConfig, on_stage: Callable[[str], None] | Non
         "notes": [width_note] + ([] if timing.device.startswith("cuda") else [
             f"The KD step ratio was measured on {timing.device}, not on a GPU: the GPU target is not judged."]),
         "models": models,
+        "comparisons": comparisons,
         "kd_step_ratio": timing.ratio,
         "kd_step_timing": timing.to_dict(),
     }
 
 
 def _train_models(config: BenchmarkConfig, workspace: Workspace, dataset: str, teacher_plans: dict, width: Fraction,
-                  device: torch.device, stage: Callable[[str], None]) -> dict[str, Path]:
-    """Train (or reuse) the teacher and the three students; returns every model's results folder by key."""
+                  device: torch.device, stage: Callable[[str], None]) -> tuple[Path, dict[str, dict[int, Path]]]:
+    """Train (or reuse) the teacher and every student arm at every seed; ``(teacher folder, {arm: {seed: folder}})``."""
     schedule = config.preset.training
     stage("training the teacher")
     teacher_folder = _train_once(
-        dataset, "nnUNetTrainer", teacher_plans["plans_name"], config.seed,
+        workspace, dataset, "nnUNetTrainer", teacher_plans["plans_name"], config.seed,
         lambda resume: train_teacher(workspace, dataset, CONFIGURATION, FOLD, schedule, device, resume,
                                      on_epoch=_epoch_logger(TEACHER)))
     student_plans = student_plans_identifier(teacher_plans["plans_name"], width)
-    jobs = {key: partial(train_student, key, mode, workspace, teacher_folder, dataset, student_plans, width,
-                         replace(config.kd_options, mode=mode), schedule, device, config.seed)
-            for key, mode in STUDENTS.items()}
     side_by_side = device.type == "cuda" if config.concurrent_students is None else config.concurrent_students
-    if side_by_side:  # a GPU idles behind nnU-Net's augmentation: three trainings share it well
-        stage(f"distilling {', '.join(jobs)} concurrently (width {width})")
-        folders = train_concurrently(jobs)
-    else:
-        folders = {}
-        for key, job in jobs.items():
-            stage(f"distilling {key} (mode {STUDENTS[key]}, width {width})")
-            folders[key] = job()
-    return {TEACHER: teacher_folder, **folders}
+    folders: dict[str, dict[int, Path]] = {key: {} for key in ARMS}
+    for seed in config.training_seeds:
+        jobs = {key: partial(train_student, f"{key} (seed {seed})", ARMS[key].mode, student_workspace(workspace, key, seed),
+                             teacher_folder, dataset, student_plans, width, config.arm_options(key), schedule, device,
+                             seed)
+                for key in ARMS}
+        if side_by_side:  # a GPU idles behind nnU-Net's augmentation: the trainings share it well
+            stage(f"distilling {', '.join(jobs)} concurrently (width {width}, seed {seed})")
+            trained = train_concurrently(jobs)
+        else:
+            trained = {}
+            for key, job in jobs.items():
+                stage(f"distilling {key} (mode {ARMS[key].mode}, init {ARMS[key].init}, width {width}, seed {seed})")
+                trained[key] = job()
+        for key, folder in trained.items():
+            folders[key][seed] = folder
+    workspace.activate()  # a student's training exported its own results folder
+    return teacher_folder, folders
+
+
+def student_workspace(workspace: Workspace, key: str, seed: int) -> Workspace:
+    """The benchmark's workspace with a results folder of its own for student arm ``key`` at ``seed``."""
+    return Workspace(workspace.root, workspace.raw, workspace.preprocessed,
+                     workspace.root / "students" / key / f"seed_{seed}" / "nnUNet_results")
+
+
+def package_name(key: str, seed: int | None) -> str:
+    """The package file stem of a model of the benchmark (the teacher has no seed)."""
+    return key if seed is None else f"{key}_seed{seed}"
 
 
 def train_student(key: str, mode: str, workspace: Workspace, teacher_folder: Path, dataset: str, plans: str,
@@ -245,29 +314,37 @@ def train_student(key: str, mode: str, workspace: Workspace, teacher_folder: Pat
     follows it, also in a process of its own.
     """
     workspace.activate()
-    return _train_once(dataset, STUDENT_TRAINERS[mode], plans, seed, lambda resume: run_distillation(
+    return _train_once(workspace, dataset, STUDENT_TRAINERS[mode], plans, seed, lambda resume: run_distillation(
         workspace, teacher_folder, dataset, width, options, FOLD, schedule, device, resume,
         on_epoch=_epoch_logger(key)))
 
 
-def _measure_models(config: BenchmarkConfig, workspace: Workspace, packages: dict[str, Path],
-                    cases: list[tuple[Path, Path]], device: torch.device, stage: Callable[[str], None]) -> dict:
-    """Scores and CPU latency on the test cases, GPU latency when training ran there, the CT-sized volume."""
+def _measure_models(config: BenchmarkConfig, workspace: Workspace, packages: dict[tuple[str, int], Path],
+                    cases: list[tuple[Path, Path]], device: torch.device,
+                    stage: Callable[[str], None]) -> dict[tuple[str, int], dict]:
+    """Scores and CPU latency on the test cases, GPU latency when training ran there, the CT-sized volume.
+
+    ``packages`` and the result are keyed by ``(model key, seed)``.
+    """
     preset = config.preset
-    stage(f"evaluating {len(packages)} models on {len(cases)} test cases (CPU)")
-    models = evaluate_models(packages, cases, "cpu", config.threads, config.mirroring, _case_logger)
+    named = {f"{key}@{seed}": path for (key, seed), path in packages.items()}
+    stage(f"evaluating {len(named)} models on {len(cases)} test cases (CPU)")
+    evaluated = evaluate_models(named, cases, "cpu", config.threads, config.mirroring, _case_logger)
     if device.type == "cuda":
         stage("timing the test cases on the GPU")
-        for key, entry in evaluate_models(packages, cases, device, None, config.mirroring, _case_logger).items():
-            models[key]["gpu_latency_s"] = entry["gpu_latency_s"]
+        for name, entry in evaluate_models(named, cases, device, None, config.mirroring, _case_logger).items():
+            evaluated[name]["gpu_latency_s"] = entry["gpu_latency_s"]
+    models = {(name.split("@")[0], int(name.split("@")[1])): entry for name, entry in evaluated.items()}
 
     shape = "x".join(map(str, preset.ct_shape))
     stage(f"CPU latency and peak memory on a {shape} volume")
-    on_volume = {key: packages[key] for key in CT_VOLUME_MODELS}
-    measured = latency_and_memory_on_volume(on_volume, preset.ct_shape, config.threads, False, preset.ct_tile_step,
-                                            config.seed, workspace.root / f"ct_phantom_{shape}.nrrd")
-    for key, entry in models.items():
-        entry.update(measured.get(key, {"ct_cpu_latency_s": None, "peak_rss_mb": None}))
+    on_volume = {key: packages[key, config.seed] for key in CT_VOLUME_MODELS}
+    timed = latency_and_memory_on_volume(on_volume, preset.ct_shape, config.threads, False, preset.ct_tile_step,
+                                         config.seed, workspace.root / f"ct_phantom_{shape}.nrrd")
+    for (key, seed), entry in models.items():
+        entry.update(timed.get(key, {}) if seed == config.seed else {})
+        entry.setdefault("ct_cpu_latency_s", None)
+        entry.setdefault("peak_rss_mb", None)
     return models
 
 
@@ -320,11 +397,10 @@ def _claim_work_dir(root: Path, fingerprint: dict) -> None:
         path.write_text(json.dumps(fingerprint, indent=2))
 
 
-def _train_once(dataset: str, trainer: str, plans: str, seed: int, train: Callable[[bool], Path]) -> Path:
+def _train_once(workspace: Workspace, dataset: str, trainer: str, plans: str, seed: int,
+                train: Callable[[bool], Path]) -> Path:
     """Reuse a finished training, resume an interrupted one, or train from scratch with every RNG seeded."""
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
-    folder = Path(get_output_folder(dataset, trainer, plans, CONFIGURATION))
+    folder = workspace.results / dataset / f"{trainer}__{plans}__{CONFIGURATION}"
     fold = folder / f"fold_{FOLD}"
     if (fold / "checkpoint_final.pth").is_file():
         log.info("Reusing the finished training in %s", folder)
@@ -336,11 +412,11 @@ def _train_once(dataset: str, trainer: str, plans: str, seed: int, train: Callab
     return train(resume)
 
 
-def export_model(result_folder: Path, workspace: Workspace, key: str) -> Path:
+def export_model(result_folder: Path, workspace: Workspace, name: str) -> Path:
     from recokd.package.export import export_package
 
-    return export_package(result_folder, workspace.root / "packages" / f"{key}.recokd.zip", fold=FOLD,
-                          name=f"benchmark-{key}", overwrite=True)
+    return export_package(result_folder, workspace.root / "packages" / f"{name}.recokd.zip", fold=FOLD,
+                          name=f"benchmark-{name}", overwrite=True)
 
 
 def _epoch_logger(key: str):

@@ -8,10 +8,15 @@ hand. Its schema (``None`` wherever something was not measured or is undefined):
     notes[str],
     models{key: {params, flops, mean_dice, dice_per_class{name}, hd95_per_class{name}, mean_hd95_mm,
                  cpu_latency_s, gpu_latency_s, ct_cpu_latency_s, peak_rss_mb, cases[...],
-                 training{epochs, seconds, pseudo_dice[...], ...}}},
+                 training{epochs, seconds, pseudo_dice[...], ...}
+                 [, mode, init, seeds[...], mean_dice_sd, mean_hd95_sd, runs[{seed, ..., training}]]}},
+    [comparisons[{a, b, metric, mean, ci_low, ci_high, p_value, cases, verdict}],]
     kd_step_ratio, kd_step_timing{kd_step_s, plain_step_s, device, ...}
 
-Model keys are ``teacher``, ``student_recokd``, ``student_plain`` and ``student_logitkd``.
+Model keys are ``teacher``, ``student_recokd``, ``student_logitkd``, ``student_plain`` and
+``student_plain_random``. A student arm trained with several seeds holds the seed means and
+every seed under ``runs``; ``comparisons`` are paired per-case differences over the seeds
+(:mod:`recokd.evaluate.statistics`); results written before seeds existed have neither.
 Dice is stored in [0, 1] and shown in percent ("Dice points" are percentage points).
 :func:`update_readme` puts :func:`markdown_table` between ``<!-- results:<name>:start -->``
 and ``<!-- results:<name>:end -->`` in a README.
@@ -28,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recokd.errors import RecokdError
-from recokd.evaluate.plots import model_label, structure_points, write_plots
+from recokd.evaluate.plots import model_label, structure_points, trainings, write_plots
 
 log = logging.getLogger(__name__)
 
 TEACHER, RECOKD, PLAIN, LOGIT = "teacher", "student_recokd", "student_plain", "student_logitkd"
+PLAIN_RANDOM = "student_plain_random"  # no KD from nnU-Net's random initialisation (the others start from the teacher)
 DICE_MARGIN_POINTS = 0.5  # ReCo-KD student within this many Dice points of the teacher ...
 MAX_PARAM_RATIO = 0.1  # ... with at most this fraction of its parameters
 DICE_GAIN_POINTS = 0.5  # ReCo-KD student at least this many points above the plain student
@@ -123,18 +129,20 @@ def markdown_table(results: dict) -> str:
     models = results["models"]
     classes = list(next(iter(models.values()))["dice_per_class"])
     teacher = models.get(TEACHER, {})
-    header = ["Model", "Params", "Params vs teacher", "GFLOPs / patch",
+    seeded = any("runs" in model for model in models.values())
+    header = ["Model", *(["Start", "Seeds"] if seeded else []), "Params", "Params vs teacher", "GFLOPs / patch",
               *[f"Dice {c} (%)" for c in classes], "Mean Dice (%)", *[f"HD95 {c} (mm)" for c in classes],
               "CPU s / case", "GPU s / case", "CT volume CPU s", "CT speed-up", "Peak RSS (MB)"]
     rows = []
     for key, model in models.items():
         rows.append([
             model_label(key),
+            *([START.get(model.get("init"), MISSING), str(len(model.get("runs") or [model]))] if seeded else []),
             _millions(model.get("params")),
             ratio_text(model.get("params"), teacher.get("params")),
             number_text(_scaled(model.get("flops"), 1e-9), 2),
             *[dice_percent(model["dice_per_class"].get(c)) for c in classes],
-            dice_percent(model.get("mean_dice")),
+            dice_percent(model.get("mean_dice")) + _spread(model.get("mean_dice_sd")),
             *[number_text(model.get("hd95_per_class", {}).get(c), 2) for c in classes],
             number_text(model.get("cpu_latency_s"), 3),
             number_text(model.get("gpu_latency_s"), 3),
@@ -142,7 +150,46 @@ def markdown_table(results: dict) -> str:
             speedup_text(teacher.get("ct_cpu_latency_s"), model.get("ct_cpu_latency_s")),
             number_text(model.get("peak_rss_mb"), 0),
         ])
-    return markdown_rows(header, rows, left_columns=1)
+    return markdown_rows(header, rows, left_columns=3 if seeded else 1)
+
+
+START = {"teacher": "teacher", "random": "random"}  # a student's init option, as the table shows it
+
+
+def _spread(sd: float | None) -> str:
+    """`` ± sd`` of a Dice over seeds, in points; nothing for one seed."""
+    return "" if sd is None else f" ± {100 * sd:.2f}"
+
+
+def comparisons_table(results: dict) -> str | None:
+    """One row per paired comparison and metric: mean difference, 95 % CI, Wilcoxon p, cases, verdict."""
+    comparisons = results.get("comparisons")
+    if not comparisons:
+        return None
+    header = ["Comparison (a − b)", "Metric", "Mean difference", "95 % CI", "Wilcoxon p", "Cases", "What it says"]
+    rows = []
+    for c in comparisons:
+        scale, unit = (100.0, " points") if c["metric"] == "dice" else (1.0, " mm")
+        name = f"{model_label(c['a'])} − {model_label(c['b'])}"
+        if c.get("mean") is None:
+            rows.append([name, METRIC_NAMES[c["metric"]], MISSING, MISSING, MISSING, "0", c["verdict"]])
+            continue
+        rows.append([name, METRIC_NAMES[c["metric"]], f"{scale * c['mean']:+.2f}{unit}",
+                     f"{scale * c['ci_low']:+.2f} … {scale * c['ci_high']:+.2f}",
+                     MISSING if c.get("p_value") is None else f"{c['p_value']:.3g}", str(c["cases"]),
+                     VERDICTS[c["verdict"]].format(a=model_label(c["a"]), b=model_label(c["b"]))])
+    return markdown_rows(header, rows, left_columns=2)
+
+
+METRIC_NAMES = {"dice": "Dice", "hd95_mm": "HD95"}
+VERDICTS = {"a better": "{a} better (CI excludes 0)", "a worse": "{a} worse (CI excludes 0)",
+            "no evidence either way": "no evidence either way", "not measured": "not measured"}
+
+
+def comparison(results: dict, a: str, b: str, metric: str = "dice") -> dict | None:
+    """The recorded paired comparison ``a - b`` of ``metric``, if the results hold one with a value."""
+    return next((c for c in results.get("comparisons") or []
+                 if (c["a"], c["b"], c["metric"]) == (a, b, metric) and c.get("mean") is not None), None)
 
 
 def markdown_rows(header: list[str], rows: list[list[str]], left_columns: int) -> str:
@@ -190,7 +237,7 @@ def training_table(results: dict) -> str | None:
     epoch's training loss and its distillation share (lambda x L_KD, students only) say how
     much the distillation weighed against nnU-Net's Dice + CE.
     """
-    trained = {key: model["training"] for key, model in results["models"].items() if model.get("training")}
+    trained = trainings(results)
     if not trained:
         return None
     classes = list(next(iter(results["models"].values()))["dice_per_class"])
@@ -198,9 +245,9 @@ def training_table(results: dict) -> str | None:
               *[f"… {name}" for name in classes], "Pseudo Dice, last epoch (%)", "Pseudo Dice, best epoch (%)",
               "Training loss, last epoch", "… of which λ·L_KD"]
     rows = []
-    for key, record in trained.items():
+    for label, record in trained:
         per_class = [[epoch[index] for epoch in record["pseudo_dice_per_class"]] for index in range(len(classes))]
-        rows.append([model_label(key), str(record["epochs"]), number_text(_scaled(record["seconds"], 1 / 60), 1),
+        rows.append([label, str(record["epochs"]), number_text(_scaled(record["seconds"], 1 / 60), 1),
                      _first_learned_epoch(record["pseudo_dice"]), *[_first_learned_epoch(c) for c in per_class],
                      dice_percent(record["pseudo_dice"][-1] if record["pseudo_dice"] else None),
                      dice_percent(max(record["pseudo_dice"], default=None)),
@@ -228,11 +275,16 @@ def target_checks(results: dict) -> list[TargetCheck]:
         f"{points_text(dice_recokd, dice_teacher)} points vs teacher, {100 * share:.1f} % of its parameters",
         None if gap is None or share is None else 100 * gap <= DICE_MARGIN_POINTS and share <= MAX_PARAM_RATIO))
 
-    gain = _difference(dice_recokd, dice_plain)
-    checks.append(_check(
-        f"ReCo-KD student ≥ {DICE_GAIN_POINTS} Dice points above the plain student",
-        None if gain is None else f"{points_text(dice_recokd, dice_plain)} points",
-        None if gain is None else 100 * gain >= DICE_GAIN_POINTS))
+    if results.get("comparisons"):  # seeds and paired statistics: judged on the interval
+        for baseline in (PLAIN, PLAIN_RANDOM):
+            if baseline in models:
+                checks.append(_gain_check(results, baseline))
+    else:
+        gain = _difference(dice_recokd, dice_plain)
+        checks.append(_check(
+            f"ReCo-KD student ≥ {DICE_GAIN_POINTS} Dice points above the plain student",
+            None if gain is None else f"{points_text(dice_recokd, dice_plain)} points",
+            None if gain is None else 100 * gain >= DICE_GAIN_POINTS))
 
     hd_recokd, hd_plain = recokd.get("mean_hd95_mm"), plain.get("mean_hd95_mm")
     known = hd_recokd is not None and hd_plain is not None
@@ -261,6 +313,21 @@ def target_checks(results: dict) -> list[TargetCheck]:
     return checks
 
 
+def _gain_check(results: dict, baseline: str) -> TargetCheck:
+    """ReCo-KD at least :data:`DICE_GAIN_POINTS` above ``baseline`` on the seed mean, with the paired CI above 0."""
+    found = comparison(results, RECOKD, baseline)
+    measured = None if found is None else (
+        f"{100 * found['mean']:+.2f} points, 95 % CI {100 * found['ci_low']:+.2f} … {100 * found['ci_high']:+.2f}"
+        + ("" if found.get("p_value") is None else f", Wilcoxon p {found['p_value']:.3g}"))
+    met = None if found is None else 100 * found["mean"] >= DICE_GAIN_POINTS and found["ci_low"] > 0
+    return _check(f"ReCo-KD student ≥ {DICE_GAIN_POINTS} Dice points above the {GAIN_BASELINES[baseline]}, "
+                  "95 % CI above 0", measured, met)
+
+
+GAIN_BASELINES = {PLAIN: "no-KD student started from the teacher",
+                  PLAIN_RANDOM: "no-KD student from random init (stock nnU-Net)"}
+
+
 def markdown_report(results: dict, plot_files: dict[str, str]) -> str:
     """The whole report: provenance, results table, targets, notes, plots and set-up."""
     lines = [f"# {results.get('title', 'ReCo-KD benchmark')}", "", _provenance(results), ""]
@@ -274,6 +341,13 @@ def markdown_report(results: dict, plot_files: dict[str, str]) -> str:
               "model; peak RSS is that process's high-water mark (1 MB = 2^20 bytes).", "",
               "## Targets", "", "| Target | Measured | Status |", "|---|---|---|"]
     lines += [f"| {c.target} | {c.measured} | {c.status} |" for c in target_checks(results)]
+    paired = comparisons_table(results)
+    if paired is not None:
+        lines += ["", "## Paired comparisons", "",
+                  "Per test case the metric's mean over classes, averaged over each arm's seeds; then per case "
+                  "the difference a − b, its mean over cases with a 95 % bootstrap CI (BCa, 10,000 resamples) and "
+                  "the two-sided Wilcoxon signed-rank p (scipy.stats). Only an interval that excludes 0 is "
+                  "evidence of a difference. For HD95 lower is better.", "", paired]
     sizes = structure_size_table(results)
     if sizes is not None:
         lines += ["", "## Dice by structure size", "",

@@ -87,7 +87,7 @@ def measure_kd_step_ratio(
     teacher_checkpoint: str = "checkpoint_final.pth",
 ) -> StepTiming:
     """Time ``steps`` KD steps (mode ``options.mode``, default ReCo-KD) against as many plain steps, on one batch."""
-    options = options or KDOptions()
+    options = dataclasses.replace(options or KDOptions(), init="random")  # a step costs the same from any start
     if options.mode == "none":
         raise ValueError("The KD step is timed against mode 'none'; give a KD mode ('recokd' or 'logit').")
     teacher_folder = Path(teacher_folder).resolve()

@@ -89,7 +89,7 @@ class FinishedBenchmark:
     @classmethod
     def read(cls, work_dir: Path) -> FinishedBenchmark:
         """The benchmark in ``work_dir``; a clear error when it is none or is unfinished."""
-        from recokd.evaluate.protocol import CONFIGURATION, DATASETS
+        from recokd.evaluate.protocol import CONFIGURATION, DATASETS, package_name
 
         work_dir = Path(work_dir).resolve()
         path = work_dir / "benchmark_config.json"
@@ -100,13 +100,15 @@ class FinishedBenchmark:
         workspace = Workspace.under(work_dir, respect_environment=False)
         teacher_folder = (workspace.results / DATASETS[settings["dataset"]].folder
                           / f"nnUNetTrainer__nnUNetPlans__{CONFIGURATION}")
-        packages = {key: work_dir / "packages" / f"{key}.recokd.zip" for key in REFERENCE_MODELS}
+        seed = int(settings["seed"])
+        packages = {key: work_dir / "packages" / f"{package_name(key, None if key == TEACHER else seed)}.recokd.zip"
+                    for key in REFERENCE_MODELS}
         missing = [str(p) for p in [*packages.values(), teacher_folder / "plans.json"] if not p.is_file()]
         if missing:
             raise RecokdError(f"{work_dir} holds no finished benchmark (missing: {', '.join(missing)}); "
                               "run recokd benchmark with this --work-dir first.")
         return cls(work_dir, settings["dataset"], settings["preset"], KDOptions.from_dict(settings["kd_options"]),
-                   Fraction(settings["width"]), int(settings["seed"]), workspace, teacher_folder, packages)
+                   Fraction(settings["width"]), seed, workspace, teacher_folder, packages)
 
     @property
     def spec(self):
@@ -132,8 +134,17 @@ class FinishedBenchmark:
                          self.work_dir / f"{kind}_sweep" / key / "nnUNet_results")
 
     def reference_students(self) -> list[SweepStudent]:
-        """The benchmark's own plain and ReCo-KD students, as a sweep describes its students."""
-        return [SweepStudent(key, replace(self.kd_options, mode=SWEPT_MODES[key]), self.width) for key in (PLAIN, RECOKD)]
+        """The benchmark's own plain and ReCo-KD students (its first seed), as a sweep describes its students."""
+        from recokd.evaluate.protocol import ARMS
+
+        return [SweepStudent(key, replace(self.kd_options, mode=ARMS[key].mode, init=ARMS[key].init), self.width)
+                for key in (PLAIN, RECOKD)]
+
+    def reference_folder(self, student: SweepStudent) -> Path:
+        """Where the benchmark trained its own student ``student`` (first seed)."""
+        from recokd.evaluate.protocol import student_workspace
+
+        return self.student_folder(student, student_workspace(self.workspace, student.key, self.seed).results)
 
 
 def sweep_students(kind: str, values: Sequence, benchmark: FinishedBenchmark) -> list[SweepStudent]:
@@ -172,7 +183,7 @@ def run_sweep(work_dir: Path, kind: str, values: Sequence, device: str = "auto",
 
     students = {s.key: s for s in [*benchmark.reference_students(), *new_students]}
     folders |= {TEACHER: benchmark.teacher_folder} | {
-        s.key: benchmark.student_folder(s, benchmark.workspace.results) for s in benchmark.reference_students()}
+        s.key: benchmark.reference_folder(s) for s in benchmark.reference_students()}
     order = [TEACHER, *sorted(students, key=lambda k: (-students[k].width, students[k].kd_weight))]
     cases = held_out_cases(benchmark.workspace.raw / benchmark.spec.folder)[: benchmark.preset["max_test_cases"]]
     log.info("== evaluating %d models on %d test cases (CPU)", len(order), len(cases))
@@ -233,7 +244,8 @@ def _train_and_export(benchmark: FinishedBenchmark, kind: str, students: list[Sw
         for key, job in jobs.items():
             log.info("== training %s", key)
             folders[key] = job()
-    packages = benchmark.packages | {key: export_model(folders[key], workspaces[key], key) for key in jobs}
+    packages = benchmark.packages | {key: export_model(folders[key], workspaces[key], f"{key}_seed{benchmark.seed}")
+                                     for key in jobs}
     return packages, folders
 
 

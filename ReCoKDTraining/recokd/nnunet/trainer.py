@@ -36,6 +36,12 @@ from recokd.distill.schedule import kd_weight_at
 from recokd.errors import RecokdError
 from recokd.nnunet.checkpoint import load_checkpoint, save_atomically
 from recokd.nnunet.ema import StudentEMA
+from recokd.nnunet.inheritance import (
+    Inheritance,
+    adapters_from_selection,
+    calibration_batches,
+    inherit_from_teacher,
+)
 from recokd.nnunet.teacher import Teacher, check_preprocessed_data, check_student_fits_teacher, load_teacher
 
 NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer's own default
@@ -76,6 +82,7 @@ class ReCoKDTrainer(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = NNUNET_DEFAULT_DEVICE):
+        self._resuming = bool(plans.get("continue_training"))  # nnU-Net pops the key
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.is_ddp and device.type == "cpu":
             # nnU-Net assumes CUDA under DDP; keep the CPU the caller asked for (gloo backend).
@@ -89,10 +96,13 @@ class ReCoKDTrainer(nnUNetTrainer):
         self.on_step = None
         self.save_every = 1  # an interruption loses at most one epoch
         self.teacher: Teacher | None = None
+        self._teacher_description: dict | None = None
         self.kd_loss: torch.nn.Module | None = None
         self.student_hooks: EncoderFeatureHooks | None = None
         self.teacher_hooks: EncoderFeatureHooks | None = None
         self.ema: StudentEMA | None = None
+        self.inheritance: Inheritance | None = None
+        self._inheritance_record: dict | None = None  # what inheritance did, kept across a resume
         self._live_weights: dict | None = None
         self._iteration = 0
 
@@ -115,19 +125,28 @@ class ReCoKDTrainer(nnUNetTrainer):
     def initialize(self) -> None:
         if self.kd_options.mode != self.kd_mode:
             raise RecokdError(f"{type(self).__name__} trains mode '{self.kd_mode}', options say '{self.kd_options.mode}'.")
+        self.initial_lr = self.kd_options.learning_rate  # read by configure_optimizers in nnU-Net's initialize
         with _ddp_without_device_ids() if self.is_ddp and self.device.type == "cpu" else nullcontext():
             super().initialize()
         for key in KD_LOG_KEYS:
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
         student = unwrap_network(self.network)
-        self.ema = StudentEMA(student, self.kd_options.ema_decay)
-        if self.kd_mode != "none":
+        inherit = self.kd_options.init == "teacher" and not self._resuming  # a resume loads its weights
+        if self.kd_mode != "none" or inherit:
             self._set_up_teacher()
+        if inherit:
+            self._inherit_from_teacher(student)
+        self.ema = StudentEMA(student, self.kd_options.ema_decay)
+        if self.kd_mode == "none":
+            self.teacher = self.teacher_hooks = None  # only needed to start from
         if self.kd_mode == "recokd":
             self.student_hooks = EncoderFeatureHooks(student)
             self.kd_loss = ReCoKDLoss(self.student_hooks.channels, self.teacher_hooks.channels, self.kd_options,
                                       ignore_label=self.label_manager.ignore_label,
                                       num_classes=self.label_manager.num_segmentation_heads).to(self.device)
+            if self.inheritance is not None:
+                adapters_from_selection(self.kd_loss.adapters, self.inheritance)
+                self._broadcast_from_rank_0(self.kd_loss)
             self.optimizer.add_param_group({"params": list(self.kd_loss.parameters())})
             if self._compile_kd_loss():
                 mode = "default" if self.is_ddp else "reduce-overhead"
@@ -147,6 +166,24 @@ class ReCoKDTrainer(nnUNetTrainer):
         check_student_fits_teacher(self.configuration_manager.configuration,
                                    self.teacher.plans["configurations"][self.teacher.configuration])
         self.teacher_hooks = EncoderFeatureHooks(self.teacher.network, detach=True)
+        self._teacher_description = self.teacher.describe()
+
+    def _inherit_from_teacher(self, student: torch.nn.Module) -> None:
+        """Start the student as the pruned (and refitted) teacher on calibration patches of this fold."""
+        options = self.kd_options
+        seed = torch.initial_seed() % 2**32  # the training's seed: each seed draws its own calibration patches
+        batches = calibration_batches(self, options.calibration_patches, seed)
+        self.inheritance = inherit_from_teacher(self.teacher.network, student, batches, options.init_importance,
+                                                options.init_refit, seed)
+        self._broadcast_from_rank_0(student)
+        self._inheritance_record = self.inheritance.describe()
+        self.print_to_log_file(f"Student initialised from the teacher: {self._inheritance_record}")
+
+    def _broadcast_from_rank_0(self, module: torch.nn.Module) -> None:
+        """Under DDP every rank must start from rank 0's weights (calibration runs per rank)."""
+        if self.is_ddp:
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, 0)
 
     # ----------------------------------------------------------------------------- training
     def _teacher_autocast(self):
@@ -258,7 +295,8 @@ class ReCoKDTrainer(nnUNetTrainer):
             "ema_updates": self.ema.num_updates,
             "kd_modules": kd_modules,
             "options": self.kd_options.to_dict(),
-            "teacher": self.teacher.describe() if self.teacher is not None else None,
+            "teacher": self._teacher_description,
+            "inheritance": self._inheritance_record,
             "width": self.student_width,
         }
 
@@ -294,6 +332,7 @@ class ReCoKDTrainer(nnUNetTrainer):
             raise RecokdError(f"Cannot resume {path} with different distillation options "
                               f"(saved vs now: {changed}); resume with the same options or start a new run.")
         super().load_checkpoint(str(path))
+        self._inheritance_record = saved.get("inheritance")
         self.ema.load(saved["ema_weights"], saved["ema_updates"])
         if self.kd_loss is not None and saved["kd_modules"]:
             unwrap_network(self.kd_loss).load_state_dict(saved["kd_modules"])
