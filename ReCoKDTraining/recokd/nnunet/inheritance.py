@@ -1,7 +1,7 @@
 """Students that start from the teacher: prune, refit, and point the KD adapters at the kept channels.
 
 A random-init narrow nnU-Net spends hundreds of steps predicting background everywhere before
-it learns anything; on a CPU schedule that is the whole run. Minitron (Sreenivas et al.,
+it learns anything; on a CPU schedule that is the whole run. Minitron (Muralidharan et al.,
 arXiv 2407.14679) builds small language models by structured width pruning of the large
 model, inheriting its weights, and distilling, at a fraction of the from-scratch budget. For
 an nnU-Net student:
