@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from ReCoKDSegmentLib.commands import (
     recokd_launcher,
 )
 from ReCoKDSegmentLib.dependencies import (
+    bundled_models_environment,
     bundled_version,
     constraints_text,
     find_training_package,
@@ -413,6 +415,8 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        # recokd processes inherit this process's environment: they offer the extension's bundled models
+        os.environ.update(bundled_models_environment(self.moduleDir(), os.environ))
         self.segmentRunner = None
         self.distillRunner = None
         self.modelsRunner = None
@@ -824,7 +828,6 @@ class ReCoKDSegmentTest(ScriptedLoadableModuleTest):
 
     def test_SegmentPhantom(self):
         """Real end to end run: needs ``recokd`` and a model (``RECOKD_TEST_MODEL`` or the first installed)."""
-        import os
         import subprocess
 
         logic = ReCoKDSegmentLogic()

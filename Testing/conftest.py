@@ -11,5 +11,7 @@ os.environ.setdefault("nnUNet_compile", "0")
 
 @pytest.fixture(autouse=True)
 def private_default_models_dir(monkeypatch, tmp_path):
-    """Never touch the real per-user models folder, in this process or in subprocesses."""
+    """Never touch the real per-user models folder, in this process or in subprocesses; no bundled models unless
+    a test asks for them (``RECOKD_BUNDLED_MODELS_DIR``)."""
     monkeypatch.setenv("RECOKD_MODELS_DIR", str(tmp_path / "default-models"))
+    monkeypatch.setenv("RECOKD_BUNDLED_MODELS_DIR", "")

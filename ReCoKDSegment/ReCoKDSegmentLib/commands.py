@@ -156,6 +156,7 @@ class ModelInfo:
     path: str
     labels: tuple[SegmentLabel, ...]
     description: str = ""
+    bundled: bool = False  # shipped with the extension, read-only
 
 
 def parse_models_list(stdout_lines: Sequence[str]) -> list[ModelInfo]:
@@ -173,6 +174,7 @@ def parse_models_list(stdout_lines: Sequence[str]) -> list[ModelInfo]:
             path=str(item["path"]),
             labels=tuple(labels_from_dicts(item.get("labels", []))),
             description=str(item.get("description", "")),
+            bundled=bool(item.get("bundled", False)),
         )
         for item in items
     ]

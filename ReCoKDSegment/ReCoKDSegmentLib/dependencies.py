@@ -18,6 +18,8 @@ from pathlib import Path
 #: Packages that belong to Slicer or to the PyTorch extension.
 PROTECTED_PACKAGES = ("SimpleITK", "requests", "torch", "torchvision", "numpy", "vtk")
 TRAINING_FOLDER = "ReCoKDTraining"
+MODELS_FOLDER = "ReCoKDModels"  # the extension's bundled model packages, installed next to the module script
+BUNDLED_MODELS_VARIABLE = "RECOKD_BUNDLED_MODELS_DIR"  # where recokd looks for them
 _VERSION = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 _NOT_COPIED = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "*.pyc")
 
@@ -46,6 +48,24 @@ def find_training_package(module_dir: Path) -> Path | None:
         if (candidate / "pyproject.toml").is_file():
             return candidate
     return None
+
+
+def find_bundled_models(module_dir: Path) -> Path | None:
+    """The model packages shipped with the extension: next to the module script in an installed
+    extension, the repository's ``Resources/Models`` in a source checkout."""
+    for candidate in (Path(module_dir) / MODELS_FOLDER, Path(module_dir).parent / "Resources" / "Models"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def bundled_models_environment(module_dir: Path, environment: Mapping[str, str]) -> dict[str, str]:
+    """What to add to ``environment`` so that ``recokd`` processes offer the bundled models (nothing if the
+    user already chose a folder, or there is none)."""
+    folder = find_bundled_models(module_dir)
+    if folder is None or BUNDLED_MODELS_VARIABLE in environment:
+        return {}
+    return {BUNDLED_MODELS_VARIABLE: str(folder)}
 
 
 def bundled_version(package_dir: Path) -> str:

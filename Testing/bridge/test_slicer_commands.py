@@ -20,8 +20,10 @@ from ReCoKDSegmentLib.commands import (
     segment_command,
 )
 from ReCoKDSegmentLib.dependencies import (
+    bundled_models_environment,
     bundled_version,
     constraints_text,
+    find_bundled_models,
     find_training_package,
     installed_versions,
     pip_install_command,
@@ -149,6 +151,20 @@ def test_the_bundled_training_package_is_found_and_versioned(tmp_path):
     init = (package / "recokd" / "__init__.py").read_text()
     assert f'__version__ = "{bundled_version(package)}"' in init
     assert find_training_package(tmp_path / "module") is None
+
+
+def test_the_bundled_models_are_offered_to_recokd_unless_the_user_chose_a_folder(tmp_path):
+    installed = tmp_path / "modules" / "ReCoKDSegment"
+    (installed.parent / "ReCoKDModels").mkdir(parents=True)  # an installed extension: next to the module
+    assert find_bundled_models(installed.parent) == installed.parent / "ReCoKDModels"
+    checkout = tmp_path / "checkout"
+    (checkout / "Resources" / "Models").mkdir(parents=True)  # a source checkout: the top-level folder
+    assert find_bundled_models(checkout / "ReCoKDSegment") == checkout / "Resources" / "Models"
+    assert find_bundled_models(tmp_path / "nowhere") is None
+    assert bundled_models_environment(installed.parent, {}) == {
+        "RECOKD_BUNDLED_MODELS_DIR": str(installed.parent / "ReCoKDModels")}
+    assert bundled_models_environment(installed.parent, {"RECOKD_BUNDLED_MODELS_DIR": "/mine"}) == {}
+    assert bundled_models_environment(tmp_path / "nowhere", {}) == {}
 
 
 def test_staging_copies_the_package_without_build_leftovers(tmp_path):

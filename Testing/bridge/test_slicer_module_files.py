@@ -92,7 +92,8 @@ def test_cmake_lists_every_script_and_resource():
     cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
     listed = set(re.findall(r"\$\{MODULE_NAME\}Lib/(\w+\.py)", cmake))
     assert listed == {path.name for path in LIB_DIR.glob("*.py")}
-    for resource in re.findall(r"Resources/\S+", cmake):
+    resources = re.search(r"set\(MODULE_PYTHON_RESOURCES(.*?)\)", cmake, re.DOTALL).group(1)
+    for resource in re.findall(r"Resources/\S+", resources):
         assert (MODULE_DIR / resource.replace("${MODULE_NAME}", "ReCoKDSegment")).is_file(), resource
     assert "WITH_GENERIC_TESTS" in cmake and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
 

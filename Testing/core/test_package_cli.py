@@ -61,7 +61,7 @@ def test_models_add_list_remove(tmp_path, exported, capsys):
 
     assert main(["models", "list", "--json", *folder]) == 0
     [entry] = json.loads(capsys.readouterr().out)
-    assert set(entry) == {"name", "path", "labels", "description"}
+    assert set(entry) == {"name", "path", "labels", "description", "bundled"}
     assert entry["name"] == "cli_student" and Path(entry["path"]).is_file()
     assert entry["labels"][0] == {
         "value": 1, "name": "liver", "color": [221, 130, 101],

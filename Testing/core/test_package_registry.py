@@ -59,7 +59,7 @@ def test_add_list_resolve_remove(tmp_path, package_file):
     [listed] = list_models(folder)
     assert listed == model and listed.error is None
     assert [label.name for label in listed.labels][:2] == ["liver", "kidney_left"]
-    assert listed.to_dict().keys() == {"name", "path", "labels", "description"}
+    assert listed.to_dict().keys() == {"name", "path", "labels", "description", "bundled"}
     assert resolve_model("Tiny_student", folder) == model.path
     assert resolve_model(package_file, folder) == package_file
     assert remove_model("Tiny_student", folder) == model.path
@@ -112,7 +112,7 @@ def test_names_that_are_not_model_names_are_refused(tmp_path, name):
 
 def test_unknown_names_list_the_installed_models(tmp_path, package_file):
     install_model(package_file, tmp_path)
-    with pytest.raises(RecokdError, match=r"No model named 'other'.*installed: Tiny_student"):
+    with pytest.raises(RecokdError, match=r"No model named 'other'.*known: Tiny_student"):
         resolve_model("other", tmp_path)
 
 
@@ -128,3 +128,34 @@ def test_a_package_without_a_card_name_installs_under_its_file_name(tmp_path):
                            seeded_weights(plans, dataset_json, seed=0))
     source = write_package(package, tmp_path / "my model.recokd.zip")
     assert install_model(source, tmp_path / "models").name == "my_model"
+
+
+def test_bundled_models_are_listed_and_found_read_only_and_an_installed_one_of_the_same_name_wins(
+        package_file, tmp_path, monkeypatch):
+    bundled, installed = tmp_path / "bundled", tmp_path / "installed"
+    bundled.mkdir()
+    (bundled / "Tiny_student.recokd.zip").write_bytes(package_file.read_bytes())
+    (bundled / "Other.recokd.zip").write_bytes(package_file.read_bytes())
+    monkeypatch.setenv("RECOKD_BUNDLED_MODELS_DIR", str(bundled))
+    assert registry.bundled_models_dir() == bundled
+    listed = {m.name: m for m in list_models(installed)}
+    assert set(listed) == {"Other", "Tiny_student"} and all(m.bundled for m in listed.values())
+    assert listed["Other"].to_dict()["bundled"] is True
+    assert resolve_model("Other", installed) == bundled / "Other.recokd.zip"
+    with pytest.raises(RecokdError, match="bundled with ReCoKD"):
+        remove_model("Other", installed)
+    assert (bundled / "Other.recokd.zip").is_file()
+
+    install_model(package_file, installed)  # installs as Tiny_student: the user's copy shadows the bundled one
+    listed = {m.name: m for m in list_models(installed)}
+    assert not listed["Tiny_student"].bundled and listed["Tiny_student"].path.parent == installed
+    assert resolve_model("Tiny_student", installed).parent == installed
+
+
+def test_without_a_bundled_folder_only_installed_models_are_listed(package_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECOKD_BUNDLED_MODELS_DIR", "")
+    assert registry.bundled_models_dir() is None
+    monkeypatch.delenv("RECOKD_BUNDLED_MODELS_DIR")
+    assert registry.bundled_models_dir() in (None, registry.SOURCE_BUNDLED_DIR), "a checkout's Resources/Models"
+    monkeypatch.setenv("RECOKD_BUNDLED_MODELS_DIR", str(tmp_path / "missing"))
+    assert list_models(tmp_path / "installed") == []

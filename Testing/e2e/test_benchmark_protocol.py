@@ -135,3 +135,26 @@ def test_width_sweep_adds_a_recokd_and_a_plain_student_per_width_and_times_each_
     report = (out / "phantom_width_sweep.md").read_text(encoding="utf-8")
     assert "| Student ×1/8, ReCo-KD |" in report and "## ReCo-KD against no KD at each width" in report
     assert (out / "phantom_width_sweep_dice_vs_width.png").stat().st_size > 10_000
+
+
+def test_init_study_probes_each_start_before_training_and_trains_it_beside_the_benchmarks(benchmark_run, tmp_path):
+    work_dir, results, _ = benchmark_run
+    out = tmp_path / "sweep"
+    recokd("benchmark", "--dataset", "phantom", "--work-dir", str(work_dir), "--init-study", "gamma", "--device", "cpu",
+           "--threads", "1", "--output-dir", str(out), env=isolated_env())
+    study = json.loads((out / "phantom_init_sweep.json").read_text(encoding="utf-8"))
+    assert study["kind"] == "init"
+    models = study["models"]
+    assert list(models) == ["teacher", "student_plain_random", "student_plain", "student_plain_init-gamma"]
+    classes = len(results["models"]["teacher"]["dice_per_class"])
+    for key in ("student_plain_random", "student_plain", "student_plain_init-gamma"):
+        probe = models[key]["before_training"]
+        assert len(probe["pseudo_dice_per_class"]) == classes and 0 <= probe["pseudo_dice"] <= 1
+        assert (probe["inheritance"] is None) == (key == "student_plain_random")
+    assert models["student_plain_init-gamma"]["start"] == {"init": "teacher", "init_importance": "gamma",
+                                                           "init_refit": "none", "learning_rate": 0.01}
+    assert models["student_plain_init-gamma"]["before_training"]["inheritance"]["refit"] == "none"
+    assert models["student_plain"]["dice_per_class"] == results["models"]["student_plain"]["runs"][0]["dice_per_class"]
+    report = (out / "phantom_init_sweep.md").read_text(encoding="utf-8")
+    assert "| Student, no KD, start gamma | teacher | gamma | none | 0.01 |" in report
+    assert (out / "phantom_init_sweep_dice_vs_init.png").stat().st_size > 10_000

@@ -5,7 +5,8 @@
 ``recokd benchmark --update-readme`` only regenerates the README's results table from a
 results JSON, ``--render`` the report and plots beside it; ``--kd-weight-sweep 0.1 1`` adds
 ReCo-KD students at other KD weights to a finished run, ``--width-sweep 1/8 1/2`` ReCo-KD and
-plain students at other widths (:mod:`recokd.evaluate.student_sweep`).
+plain students at other widths, ``--init-study`` plain students started in other ways from
+the teacher (:mod:`recokd.evaluate.student_sweep`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def register(subparsers) -> None:
                        help="train a ReCo-KD and a plain student per width (1, 1/2, 1/4, 1/8) beside the "
                             "benchmark's, score all on its test cases and time each width on its CT-sized volume; "
                             "writes <dataset>_width_sweep.{json,md,png}")
+    sweep.add_argument("--init-study", nargs="*", metavar="START", default=None,
+                       help="train a plain student per way of starting it from the teacher (default: every one of "
+                            "gamma, activation, gamma-refit, activation-refit-lr0.001) beside the benchmark's "
+                            "random-init and inherited plain students, probe each before its first step, score all; "
+                            "writes <dataset>_init_sweep.{json,md,png}")
     readme = p.add_argument_group("from an existing results JSON (no benchmark run)")
     readme.add_argument("--update-readme", action="store_true",
                         help="regenerate the README's results table from --results and exit")
@@ -76,7 +82,7 @@ def run(args) -> int:
         print(f"Rendered {paths['markdown']} and its plots from {args.results}")
         if not args.update_readme:
             return 0
-    if args.kd_weight_sweep or args.width_sweep:
+    if args.kd_weight_sweep or args.width_sweep or args.init_study is not None:
         return _run_sweep(args)
     if args.update_readme:
         changed = update_readme(args.readme, args.results)
@@ -104,7 +110,8 @@ def _run_sweep(args) -> int:
     from recokd.evaluate.sweep_report import write_sweep_report
 
     work_dir = _work_dir(args)
-    kind, values = ("kd_weight", args.kd_weight_sweep) if args.kd_weight_sweep else ("width", args.width_sweep)
+    kind, values = (("kd_weight", args.kd_weight_sweep) if args.kd_weight_sweep else
+                    ("width", args.width_sweep) if args.width_sweep else ("init", args.init_study))
     results = run_sweep(work_dir, kind, values, args.device, args.threads, not args.no_mirroring)
     paths = write_sweep_report(results, args.output_dir or work_dir / "results", results["benchmark"])
     print(f"Results: {paths['json']}\nReport:  {paths['markdown']}")

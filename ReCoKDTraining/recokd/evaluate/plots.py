@@ -39,7 +39,8 @@ MODEL_COLOURS = {"teacher": "tab:blue", "student_recokd": "tab:red", "student_lo
 MARKERS = "osD^v<>Px*"
 CLASS_COLOURS = plt.get_cmap("Dark2").colors  # classes in the sweep plot: none of the models' colours
 # A sweep's student (recokd.evaluate.student_sweep): student_recokd_kd0.1, student_plain_w8.
-SWEEP_KEY = re.compile(r"^(?P<model>student_recokd|student_plain)(?:_w(?P<width>\d+))?(?:_kd(?P<kd>.+))?$")
+SWEEP_KEY = re.compile(r"^(?P<model>student_recokd|student_plain)(?:_w(?P<width>\d+))?(?:_kd(?P<kd>.+))?"
+                       r"(?:_init-(?P<init>.+))?$")
 
 
 def model_label(key: str) -> str:
@@ -50,7 +51,7 @@ def model_label(key: str) -> str:
     label = MODEL_LABELS[sweep["model"]]
     if sweep["width"]:
         label = label.replace("Student", f"Student ×1/{sweep['width']}", 1)
-    return label + (f", λ {sweep['kd']}" if sweep["kd"] else "")
+    return label + (f", λ {sweep['kd']}" if sweep["kd"] else "") + (f", start {sweep['init']}" if sweep["init"] else "")
 
 
 def _colour(key: str, index: int) -> str:
@@ -236,6 +237,27 @@ def plot_dice_vs_kd_weight(sweep: dict, path: Path) -> Path:
 
 
 TRAINING_PANELS_PER_ROW = 4
+
+
+@_default_style
+def plot_start_study(sweep: dict, path: Path) -> Path:
+    """Mean pseudo Dice per epoch of every student of an init study, epoch 0 being the probe before training.
+
+    ``sweep`` is an init study's results (:mod:`recokd.evaluate.student_sweep`): every student
+    has ``before_training`` and ``training``; the teacher's curve is left out.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    students = [(key, m) for key, m in sweep["models"].items() if m.get("before_training") and m.get("training")]
+    for index, (key, model) in enumerate(students):
+        curve = [model["before_training"]["pseudo_dice"], *model["training"]["pseudo_dice"]]
+        ax.plot(range(len(curve)), [100 * d for d in curve], marker=MARKERS[index % len(MARKERS)], markersize=4,
+                color=_colour(key, index) if key in MODEL_COLOURS else f"C{index}", lw=1.5, label=model_label(key))
+    ax.set_xlabel("epoch (0: before the first step)")
+    ax.set_ylabel("validation pseudo Dice (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("How each start learns (0: all background)", fontsize=10)
+    return _save(fig, path)
 
 
 @_default_style

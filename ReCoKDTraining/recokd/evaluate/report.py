@@ -248,14 +248,14 @@ def training_table(results: dict) -> str | None:
     for label, record in trained:
         per_class = [[epoch[index] for epoch in record["pseudo_dice_per_class"]] for index in range(len(classes))]
         rows.append([label, str(record["epochs"]), number_text(_scaled(record["seconds"], 1 / 60), 1),
-                     _first_learned_epoch(record["pseudo_dice"]), *[_first_learned_epoch(c) for c in per_class],
+                     first_learned_epoch(record["pseudo_dice"]), *[first_learned_epoch(c) for c in per_class],
                      dice_percent(record["pseudo_dice"][-1] if record["pseudo_dice"] else None),
                      dice_percent(max(record["pseudo_dice"], default=None)),
                      number_text(_last(record.get("train_loss")), 3), number_text(_last(record.get("kd_weighted")), 3)])
     return markdown_rows(header, rows, left_columns=1)
 
 
-def _first_learned_epoch(pseudo_dice: list[float]) -> str:
+def first_learned_epoch(pseudo_dice: list[float]) -> str:
     """The first epoch (1-based) whose pseudo Dice reaches :data:`LEARNED_PSEUDO_DICE`, ``–`` if none does."""
     return next((str(epoch) for epoch, dice in enumerate(pseudo_dice, 1) if dice >= LEARNED_PSEUDO_DICE), MISSING)
 

@@ -1,7 +1,8 @@
 """Sweeps beside a finished benchmark: more students, each with one setting changed, scored in one run.
 
 The benchmark trains its students at one width and one KD weight. When ReCo-KD ends no better
-than the plain student, two questions come first, and each has a sweep:
+than the plain student, two questions come first, and each has a sweep; a third asks how a
+student should start:
 
 * ``kd_weight``: is the distillation term simply too weak next to nnU-Net's segmentation
   loss? One more ReCo-KD student per extra lambda, at the benchmark's width.
@@ -10,6 +11,11 @@ than the plain student, two questions come first, and each has a sweep:
   kept as a reference), and the ReCo-KD student of every width timed on the benchmark's
   CT-sized volume beside the teacher in the same run, so that the accuracy bought by a wider
   student can be set against the speed it costs.
+* ``init``: which start makes a narrow student learn from its first epoch? One plain student
+  per variant of the teacher inheritance (:data:`INIT_VARIANTS`: channel importance, the
+  least-squares refit, the learning rate), beside the benchmark's random-init and inherited
+  plain students; every one also probed before its first step
+  (:mod:`recokd.evaluate.start_probe`).
 
 A sweep retrains nothing the benchmark has: it reuses the benchmark's teacher, preprocessed
 data, split, schedule, seed and every other KD option. Each new student trains in a results
@@ -44,7 +50,8 @@ from recokd.evaluate.benchmark_data import held_out_cases
 from recokd.evaluate.comparison import evaluate_models, latency_and_memory_on_volume
 from recokd.evaluate.concurrent_training import train_concurrently
 from recokd.evaluate.environment import machine_description, package_versions
-from recokd.evaluate.report import MAX_PARAM_RATIO, PLAIN, RECOKD, TEACHER
+from recokd.evaluate.report import MAX_PARAM_RATIO, PLAIN, PLAIN_RANDOM, RECOKD, TEACHER
+from recokd.evaluate.start_probe import probe_start
 from recokd.evaluate.training_record import training_record
 from recokd.nnunet.student_plans import parse_width, student_plans_identifier
 from recokd.nnunet.training import Schedule
@@ -52,10 +59,20 @@ from recokd.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-SWEEP_NAMES = {"kd_weight": "KD weight sweep", "width": "width sweep"}  # kind -> how a report's title names it
+SWEEP_NAMES = {"kd_weight": "KD weight sweep", "width": "width sweep", "init": "initialisation study"}
 SWEEP_KINDS = tuple(SWEEP_NAMES)
-REFERENCE_MODELS = (TEACHER, PLAIN, RECOKD)  # the benchmark's own packages, scored again beside the sweep
+BENCHMARK_MODELS = (TEACHER, PLAIN, RECOKD, PLAIN_RANDOM)  # the benchmark's packages a sweep reuses
+REFERENCES = {"kd_weight": (PLAIN, RECOKD), "width": (PLAIN, RECOKD), "init": (PLAIN_RANDOM, PLAIN)}
 SWEPT_MODES = {RECOKD: "recokd", PLAIN: "none"}
+# Starts of a plain student besides the benchmark's own two (random init; activation spread + refit at lr 1e-2).
+INIT_VARIANTS = {
+    "gamma": {"init_importance": "gamma", "init_refit": "none"},
+    "activation": {"init_importance": "activation", "init_refit": "none"},
+    "gamma-refit": {"init_importance": "gamma", "init_refit": "least_squares"},
+    "activation-refit-lr0.001": {"init_importance": "activation", "init_refit": "least_squares",
+                                 "learning_rate": 0.001},
+}
+START_OPTIONS = ("init", "init_importance", "init_refit", "learning_rate")
 
 
 @dataclass(frozen=True)
@@ -84,7 +101,7 @@ class FinishedBenchmark:
     seed: int
     workspace: Workspace
     teacher_folder: Path
-    packages: dict[str, Path]  # REFERENCE_MODELS -> model package
+    packages: dict[str, Path]  # BENCHMARK_MODELS -> model package
 
     @classmethod
     def read(cls, work_dir: Path) -> FinishedBenchmark:
@@ -102,7 +119,7 @@ class FinishedBenchmark:
                           / f"nnUNetTrainer__nnUNetPlans__{CONFIGURATION}")
         seed = int(settings["seed"])
         packages = {key: work_dir / "packages" / f"{package_name(key, None if key == TEACHER else seed)}.recokd.zip"
-                    for key in REFERENCE_MODELS}
+                    for key in BENCHMARK_MODELS}
         missing = [str(p) for p in [*packages.values(), teacher_folder / "plans.json"] if not p.is_file()]
         if missing:
             raise RecokdError(f"{work_dir} holds no finished benchmark (missing: {', '.join(missing)}); "
@@ -133,12 +150,12 @@ class FinishedBenchmark:
         return Workspace(self.workspace.root, self.workspace.raw, self.workspace.preprocessed,
                          self.work_dir / f"{kind}_sweep" / key / "nnUNet_results")
 
-    def reference_students(self) -> list[SweepStudent]:
-        """The benchmark's own plain and ReCo-KD students (its first seed), as a sweep describes its students."""
+    def reference_students(self, kind: str) -> list[SweepStudent]:
+        """The benchmark's own students a ``kind`` sweep is set against (its first seed), described as sweep students."""
         from recokd.evaluate.protocol import ARMS
 
         return [SweepStudent(key, replace(self.kd_options, mode=ARMS[key].mode, init=ARMS[key].init), self.width)
-                for key in (PLAIN, RECOKD)]
+                for key in REFERENCES[kind]]
 
     def reference_folder(self, student: SweepStudent) -> Path:
         """Where the benchmark trained its own student ``student`` (first seed)."""
@@ -151,7 +168,8 @@ def sweep_students(kind: str, values: Sequence, benchmark: FinishedBenchmark) ->
     """The students a sweep of ``kind`` over ``values`` adds, without those the benchmark already has.
 
     ``kd_weight``: a ReCo-KD student ``student_recokd_kd<lambda>`` per new lambda. ``width``: a
-    ReCo-KD and a plain student ``student_{recokd,plain}_w<denominator>`` per new width.
+    ReCo-KD and a plain student ``student_{recokd,plain}_w<denominator>`` per new width. ``init``:
+    a plain student ``student_plain_init-<variant>`` per :data:`INIT_VARIANTS` name (all when empty).
     """
     base = benchmark.kd_options
     if kind == "kd_weight":
@@ -162,6 +180,12 @@ def sweep_students(kind: str, values: Sequence, benchmark: FinishedBenchmark) ->
         widths = sorted({parse_width(v) for v in values} - {benchmark.width}, reverse=True)
         return [SweepStudent(f"{key}_w{w.denominator}", replace(base, mode=mode), w)
                 for w in widths for key, mode in SWEPT_MODES.items()]
+    if kind == "init":
+        unknown = sorted(set(values) - set(INIT_VARIANTS))
+        if unknown:
+            raise RecokdError(f"Unknown start(s) {', '.join(unknown)}; the init study knows {', '.join(INIT_VARIANTS)}.")
+        return [SweepStudent(f"{PLAIN}_init-{name}", replace(base, mode="none", init="teacher", **INIT_VARIANTS[name]),
+                             benchmark.width) for name in INIT_VARIANTS if name in (values or INIT_VARIANTS)]
     raise RecokdError(f"Unknown sweep '{kind}'; choose from {', '.join(SWEEP_KINDS)}.")
 
 
@@ -175,24 +199,31 @@ def run_sweep(work_dir: Path, kind: str, values: Sequence, device: str = "auto",
     if not new_students:
         own = benchmark.kd_options.kd_weight if kind == "kd_weight" else benchmark.width
         raise RecokdError(f"Nothing new to train: the benchmark already has {kind.replace('_', ' ')} {own}.")
+    references = benchmark.reference_students(kind)
     device = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)  # training and evaluation alike, as in the benchmark
     packages, folders = _train_and_export(benchmark, kind, new_students, device)
     benchmark.workspace.activate()
 
-    students = {s.key: s for s in [*benchmark.reference_students(), *new_students]}
-    folders |= {TEACHER: benchmark.teacher_folder} | {
-        s.key: benchmark.reference_folder(s) for s in benchmark.reference_students()}
+    students = {s.key: s for s in [*references, *new_students]}
+    folders |= {TEACHER: benchmark.teacher_folder} | {s.key: benchmark.reference_folder(s) for s in references}
     order = [TEACHER, *sorted(students, key=lambda k: (-students[k].width, students[k].kd_weight))]
     cases = held_out_cases(benchmark.workspace.raw / benchmark.spec.folder)[: benchmark.preset["max_test_cases"]]
     log.info("== evaluating %d models on %d test cases (CPU)", len(order), len(cases))
     models = evaluate_models({key: packages[key] for key in order}, cases, "cpu", threads, mirroring)
     models[TEACHER].update(mode="teacher", width="1", kd_weight=None)
     for key, student in students.items():
-        models[key].update(mode=student.options.mode, width=str(student.width), kd_weight=student.kd_weight)
+        models[key].update(mode=student.options.mode, width=str(student.width), kd_weight=student.kd_weight,
+                           start={name: getattr(student.options, name) for name in START_OPTIONS})
     for key, entry in models.items():
         entry["training"] = training_record(folders[key])
+    if kind == "init":  # how good each start is before its first step
+        for key, student in students.items():
+            log.info("== probing %s before training", key)
+            models[key]["before_training"] = probe_start(
+                benchmark.workspace, benchmark.teacher_folder, benchmark.spec.folder, student.width, student.options,
+                benchmark.seed, device)
     ct_volume = {}
     if kind == "width":  # the plain student of a width has its ReCo-KD student's architecture: one stands for both
         ct_volume = _on_ct_volume(benchmark, {key: packages[key] for key in order
@@ -250,7 +281,9 @@ def _train_and_export(benchmark: FinishedBenchmark, kind: str, students: list[Sw
 
 
 def _swept_values(kind: str, students: list[SweepStudent]) -> list:
-    """The lambdas (ascending) or the widths (widest first, as text) the sweep's ReCo-KD students cover."""
+    """The lambdas (ascending) or the widths (widest first, as text) the sweep's ReCo-KD students cover; the starts."""
+    if kind == "init":
+        return [s.key for s in students]
     recokd = [s for s in students if s.options.mode == "recokd"]
     if kind == "kd_weight":
         return sorted({s.kd_weight for s in recokd})

@@ -1,10 +1,12 @@
 """A sweep's report (:mod:`recokd.evaluate.student_sweep`): JSON, Markdown and plots, from its results alone.
 
-Both kinds share the provenance line, the Dice-by-structure-size and Training tables and the
+All kinds share the provenance line, the Dice-by-structure-size and Training tables and the
 training plot. A KD-weight sweep's table has one row per model with its lambda and Dice, and
 its plot Dice against lambda; a width sweep reuses the benchmark's results table (size, FLOPs,
 Dice, HD95, latency, the CT-sized volume) and adds, per width, the ReCo-KD student against the
-plain one, with a plot of Dice and CT-volume time against parameters.
+plain one, with a plot of Dice and CT-volume time against parameters; an init study has one row
+per start (how it was built, its pseudo Dice before the first step and during training, its
+test Dice) and a plot of pseudo Dice per epoch from epoch 0.
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recokd.evaluate.plots import model_label, plot_dice_vs_kd_weight, plot_training, plot_width_sweep
+from recokd.evaluate.plots import (
+    model_label,
+    plot_dice_vs_kd_weight,
+    plot_start_study,
+    plot_training,
+    plot_width_sweep,
+)
 from recokd.evaluate.report import (
     MISSING,
     PLAIN,
     dice_percent,
+    first_learned_epoch,
     json_ready,
     markdown_rows,
     markdown_table,
@@ -29,7 +38,9 @@ from recokd.evaluate.report import (
     training_table,
 )
 
-KIND_PLOTS = {"kd_weight": plot_dice_vs_kd_weight, "width": plot_width_sweep}
+KIND_PLOTS = {"kd_weight": plot_dice_vs_kd_weight, "width": plot_width_sweep, "init": plot_start_study}
+CHANGED = {"kd_weight": "λ", "width": "width (a ReCo-KD and a plain student per width)",
+           "init": "start (a plain student per way of inheriting from the teacher)"}
 
 
 def write_sweep_report(results: dict, out_dir: Path, name: str) -> dict[str, Path]:
@@ -51,7 +62,7 @@ def write_sweep_report(results: dict, out_dir: Path, name: str) -> dict[str, Pat
 def sweep_markdown(results: dict, plot_files: dict[str, str]) -> str:
     """The sweep's report: what was measured where, the kind's tables, sizes, training, notes, plots."""
     schedule, device = results.get("schedule", {}), results.get("device", {})
-    changed = "λ" if results["kind"] == "kd_weight" else "width (a ReCo-KD and a plain student per width)"
+    changed = CHANGED[results["kind"]]
     lines = [f"# {results.get('title', 'Sweep')}", "",
              f"Measured {results.get('created')} on {device.get('cpu', '?')} ({device.get('logical_cores', '?')} "
              f"logical cores), training on {device.get('training_device', '?')}; schedule `{schedule.get('preset')}` "
@@ -61,6 +72,12 @@ def sweep_markdown(results: dict, plot_files: dict[str, str]) -> str:
              "cases.", ""]
     if results["kind"] == "kd_weight":
         lines += [kd_weight_table(results), ""]
+    elif results["kind"] == "init":
+        lines += [start_table(results), "",
+                  "Before training: nnU-Net's pseudo Dice of the student as built, on 24 fixed validation patches of "
+                  "its fold (the same for every start). Layer error: each refitted layer's squared error against the "
+                  "teacher's output at the kept channels over the target's variance, mean over layers, before and "
+                  "after the least-squares refit (calibration patches).", ""]
     else:
         lines += [markdown_table(results), "", "## ReCo-KD against no KD at each width", "",
                   width_table(results), ""]
@@ -88,6 +105,31 @@ def kd_weight_table(results: dict) -> str:
                      *[dice_percent(model["dice_per_class"].get(c)) for c in classes], dice_percent(dice),
                      points_text(dice, plain), number_text(model.get("mean_hd95_mm"), 2)])
     return markdown_rows(header, rows, left_columns=2)
+
+
+def start_table(results: dict) -> str:
+    """One row per student of an init study: its start, layer error, pseudo Dice at epoch 0, 1 and last, test Dice."""
+    models = results["models"]
+    classes = list(next(iter(models.values()))["dice_per_class"])
+    header = ["Model", "Start", "Channels by", "Refit", "Learning rate", "Layer error (sliced → refitted)",
+              *[f"Before training {c} (%)" for c in classes], "First epoch ≥ 10 %", "Pseudo Dice, epoch 1 (%)",
+              "Pseudo Dice, last epoch (%)", "Test mean Dice (%)"]
+    rows = []
+    for key, model in models.items():
+        probe, start = model.get("before_training"), model.get("start")
+        if probe is None or start is None:
+            continue
+        inherited = start["init"] == "teacher"
+        record, inheritance = model.get("training") or {}, probe.get("inheritance") or {}
+        error = (f"{inheritance['layer_error_sliced']:.3f} → {inheritance['layer_error_refitted']:.3f}"
+                 if inheritance.get("layer_error_refitted") is not None else MISSING)
+        pseudo = record.get("pseudo_dice") or []
+        rows.append([model_label(key), start["init"], start["init_importance"] if inherited else MISSING,
+                     start["init_refit"] if inherited else MISSING, f"{start['learning_rate']:g}", error,
+                     *[dice_percent(d) for d in probe["pseudo_dice_per_class"]], first_learned_epoch(pseudo),
+                     dice_percent(pseudo[0] if pseudo else None), dice_percent(pseudo[-1] if pseudo else None),
+                     dice_percent(model.get("mean_dice"))])
+    return markdown_rows(header, rows, left_columns=5)
 
 
 def width_table(results: dict) -> str:

@@ -102,7 +102,7 @@ class ReCoKDTrainer(nnUNetTrainer):
         self.teacher_hooks: EncoderFeatureHooks | None = None
         self.ema: StudentEMA | None = None
         self.inheritance: Inheritance | None = None
-        self._inheritance_record: dict | None = None  # what inheritance did, kept across a resume
+        self.inheritance_record: dict | None = None  # what inheritance did (Inheritance.describe), kept on resume
         self._live_weights: dict | None = None
         self._iteration = 0
 
@@ -176,8 +176,8 @@ class ReCoKDTrainer(nnUNetTrainer):
         self.inheritance = inherit_from_teacher(self.teacher.network, student, batches, options.init_importance,
                                                 options.init_refit, seed)
         self._broadcast_from_rank_0(student)
-        self._inheritance_record = self.inheritance.describe()
-        self.print_to_log_file(f"Student initialised from the teacher: {self._inheritance_record}")
+        self.inheritance_record = self.inheritance.describe()
+        self.print_to_log_file(f"Student initialised from the teacher: {self.inheritance_record}")
 
     def _broadcast_from_rank_0(self, module: torch.nn.Module) -> None:
         """Under DDP every rank must start from rank 0's weights (calibration runs per rank)."""
@@ -296,7 +296,7 @@ class ReCoKDTrainer(nnUNetTrainer):
             "kd_modules": kd_modules,
             "options": self.kd_options.to_dict(),
             "teacher": self._teacher_description,
-            "inheritance": self._inheritance_record,
+            "inheritance": self.inheritance_record,
             "width": self.student_width,
         }
 
@@ -332,7 +332,7 @@ class ReCoKDTrainer(nnUNetTrainer):
             raise RecokdError(f"Cannot resume {path} with different distillation options "
                               f"(saved vs now: {changed}); resume with the same options or start a new run.")
         super().load_checkpoint(str(path))
-        self._inheritance_record = saved.get("inheritance")
+        self.inheritance_record = saved.get("inheritance")
         self.ema.load(saved["ema_weights"], saved["ema_updates"])
         if self.kd_loss is not None and saved["kd_modules"]:
             unwrap_network(self.kd_loss).load_state_dict(saved["kd_modules"])
