@@ -100,3 +100,17 @@ def test_generated_dataset_passes_nnunet_integrity_check(tmp_path):
     folder = write_dataset(tmp_path / "Dataset992_Check", num_cases=3, num_test=1, seed=3,
                            config=PhantomConfig(shape=(32, 32, 32)))
     verify_dataset_integrity(str(folder), num_processes=1)  # raises on any problem
+
+
+def test_small_structure_scale_widens_only_the_tiny_structures_and_keeps_them_tiny():
+    shape = (40, 40, 40)
+    default = generate_case(0, 1, PhantomConfig(shape=shape))
+    wider = generate_case(0, 1, PhantomConfig(shape=shape, small_structure_scale=1.5))
+    counts = {name: [int((case.labels == label).sum()) for case in (default, wider)]
+              for label, name in enumerate(DEFAULT_CLASSES, start=1)}
+    for name in ("liver", "kidney_left", "kidney_right"):
+        assert counts[name][0] == counts[name][1], name
+    for name in ("adrenal_gland", "vessel"):
+        assert 1.5 * counts[name][0] < counts[name][1] < 0.005 * default.labels.size, name
+    with pytest.raises(RecokdError, match="small_structure_scale"):
+        PhantomConfig(small_structure_scale=5.0)

@@ -18,6 +18,7 @@ import pytest
 from conftest import isolated_env, recokd
 
 from recokd.nnunet.checkpoint import load_checkpoint
+from recokd.package.archive import load_package
 
 DRIVER = textwrap.dedent("""
     import json, sys
@@ -158,3 +159,22 @@ def test_init_study_probes_each_start_before_training_and_trains_it_beside_the_b
     report = (out / "phantom_init_sweep.md").read_text(encoding="utf-8")
     assert "| Student, no KD, start gamma | teacher | gamma | none | 0.01 |" in report
     assert (out / "phantom_init_sweep_dice_vs_init.png").stat().st_size > 10_000
+
+
+def test_shipped_students_carry_their_data_licence_and_measured_accuracy_and_are_offered(benchmark_run, tmp_path):
+    work_dir, results, paths = benchmark_run
+    bundled = tmp_path / "Models"
+    finished = recokd("benchmark", "--dataset", "phantom", "--work-dir", str(work_dir), "--results", paths["json"],
+                      "--ship-students", str(bundled), env=isolated_env())
+    assert finished.stdout.count("Shipped ") == 2
+    shipped = sorted(p.name for p in bundled.glob("*.recokd.zip"))
+    assert shipped == ["phantom-no-kd-x1of4.recokd.zip", "phantom-recokd-x1of4.recokd.zip"]
+    card = load_package(bundled / "phantom-recokd-x1of4.recokd.zip").card
+    run = results["models"]["student_recokd"]["runs"][0]
+    assert card["metrics"]["test_mean_dice"] == run["mean_dice"] and card["seed"] == run["seed"]
+    assert card["training_data"]["licence"] == "CC0-1.0" and card["training_data"]["citation"]
+    assert card["metrics"]["recokd_minus_no_kd_dice"]["cases"] == 2
+    env = isolated_env() | {"RECOKD_BUNDLED_MODELS_DIR": str(bundled), "RECOKD_MODELS_DIR": str(tmp_path / "mine")}
+    listed = json.loads(recokd("models", "list", "--json", env=env).stdout)
+    assert [(m["name"], m["bundled"]) for m in listed] == [("phantom-no-kd-x1of4", True),
+                                                          ("phantom-recokd-x1of4", True)]

@@ -69,6 +69,10 @@ def register(subparsers) -> None:
     readme.add_argument("--render", action="store_true",
                         help="regenerate the Markdown report and plots beside --results (e.g. after adding notes "
                              "with the analysis of a missed target to its 'notes') and exit")
+    readme.add_argument("--ship-students", type=Path, metavar="DIR", default=None,
+                        help="export the ReCo-KD and no-KD students (first seed) of the benchmark in --work-dir whose "
+                             "results are --results into DIR, with model cards holding their data, licence, "
+                             "citation and measured accuracy, and exit")
     readme.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help=f"results JSON (default {DEFAULT_RESULTS})")
     readme.add_argument("--readme", type=Path, default=Path("README.md"), help="README to update (default README.md)")
     p.set_defaults(func=run)
@@ -77,6 +81,12 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from recokd.evaluate.report import update_readme
 
+    if args.ship_students is not None:
+        from recokd.evaluate.shipping import ship_students
+
+        for path in ship_students(args.results, _work_dir(args), args.ship_students):
+            print(f"Shipped {path} ({path.stat().st_size:,} bytes)")
+        return 0
     if args.render:
         paths = _render(args.results)
         print(f"Rendered {paths['markdown']} and its plots from {args.results}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,15 @@ class Organ:
     center: tuple[float, float, float]  # (z, y, x) in [-1, 1]
     radii: tuple[float, float, float]  # ellipsoid semi-axes; for a tube: (half length, radius, bend)
     tube: bool = False
+    small: bool = False  # one of the tiny structures :attr:`PhantomConfig.small_structure_scale` widens
+
+    def widened(self, factor: float) -> Organ:
+        """The organ with its cross-section scaled by ``factor``: all semi-axes, or a tube's radius only."""
+        if factor == 1.0:
+            return self
+        half_length, radius, bend = self.radii
+        radii = (half_length, radius * factor, bend) if self.tube else tuple(r * factor for r in self.radii)
+        return replace(self, radii=radii)
 
 
 ORGANS: dict[str, Organ] = {
@@ -56,8 +65,8 @@ ORGANS: dict[str, Organ] = {
         Organ("liver", 110.0, (0.15, -0.05, -0.35), (0.5, 0.45, 0.38)),
         Organ("kidney_left", 180.0, (-0.2, 0.28, 0.42), (0.26, 0.2, 0.16)),
         Organ("kidney_right", 180.0, (-0.25, 0.28, -0.42), (0.26, 0.2, 0.16)),
-        Organ("adrenal_gland", 35.0, (0.22, 0.25, 0.3), (0.1, 0.07, 0.08)),
-        Organ("vessel", 250.0, (0.0, 0.18, 0.06), (0.55, 0.04, 0.07), tube=True),
+        Organ("adrenal_gland", 35.0, (0.22, 0.25, 0.3), (0.1, 0.07, 0.08), small=True),
+        Organ("vessel", 250.0, (0.0, 0.18, 0.06), (0.55, 0.04, 0.07), tube=True, small=True),
     )
 }
 DEFAULT_CLASSES: tuple[str, ...] = tuple(ORGANS)
@@ -73,6 +82,10 @@ class PhantomConfig:
     max_rotation_deg: float = 20.0
     deformation: float = 0.06  # amplitude of the smooth displacement, normalised units
     noise_hu: tuple[float, float] = (10.0, 25.0)
+    # Cross-section of the adrenal gland and the vessel relative to the table above: at 40^3 the
+    # vessel's default radius is under one voxel; 1.5 keeps both tiny (~0.1 % of the volume each)
+    # but at least two voxels across.
+    small_structure_scale: float = 1.0
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.classes if c not in ORGANS]
@@ -80,6 +93,8 @@ class PhantomConfig:
             raise RecokdError(f"Unknown phantom classes {unknown}; choose from {list(ORGANS)}.")
         if len(self.shape) != 3 or min(self.shape) < 16:
             raise RecokdError(f"Phantom shape must be three sizes of at least 16 voxels, got {self.shape}.")
+        if not 0.5 <= self.small_structure_scale <= 3.0:
+            raise RecokdError(f"small_structure_scale must be in [0.5, 3], got {self.small_structure_scale}.")
 
 
 @dataclass
@@ -157,6 +172,7 @@ def generate_case(seed: int, case: int, config: PhantomConfig = PhantomConfig())
     # Later organs overwrite earlier ones, so the tiny structures always stay whole.
     for label, name in enumerate(config.classes, start=1):
         organ = ORGANS[name]
+        organ = organ.widened(config.small_structure_scale) if organ.small else organ
         mask = _organ_mask(organ, u, rng) & (body_r < 0.88)
         labels[mask] = label
         image[mask] = organ.hu + rng.normal(0, 8)

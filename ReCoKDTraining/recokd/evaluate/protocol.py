@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -34,7 +33,6 @@ from fractions import Fraction
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from recokd.device import resolve_device
@@ -58,7 +56,7 @@ from recokd.evaluate.step_timing import measure_kd_step_ratio
 from recokd.evaluate.training_record import training_record
 from recokd.nnunet.prepare import prepare_dataset
 from recokd.nnunet.student_plans import ALLOWED_WIDTHS, derive_student_plans, student_plans_identifier
-from recokd.nnunet.training import Schedule, run_distillation, train_teacher
+from recokd.nnunet.training import Schedule, run_distillation, seed_everything, train_teacher
 from recokd.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -406,9 +404,7 @@ def _train_once(workspace: Workspace, dataset: str, trainer: str, plans: str, se
         log.info("Reusing the finished training in %s", folder)
         return folder
     resume = (fold / "checkpoint_latest.pth").is_file()
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     return train(resume)
 
 

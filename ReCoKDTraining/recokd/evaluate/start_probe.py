@@ -11,7 +11,6 @@ false negatives summed over the patches per class (nnU-Net's pseudo Dice).
 
 from __future__ import annotations
 
-import random
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from recokd.distill.hooks import unwrap_network
 from recokd.distill.options import KDOptions
 from recokd.nnunet.inheritance import numpy_rng_left_alone
-from recokd.nnunet.training import Schedule, build_student_trainer
+from recokd.nnunet.training import Schedule, build_student_trainer, seed_everything
 from recokd.workspace import Workspace
 
 CPU = torch.device("cpu")
@@ -40,9 +39,7 @@ def probe_start(workspace: Workspace, teacher_folder: Path, dataset: str, width:
     """
     with tempfile.TemporaryDirectory(prefix="recokd-start-probe-") as scratch:
         scratch_workspace = Workspace(workspace.root, workspace.raw, workspace.preprocessed, Path(scratch)).activate()
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_everything(seed)
         trainer = build_student_trainer(scratch_workspace, teacher_folder, dataset, width, options, 0, device)
         Schedule(epochs=1, iterations_per_epoch=1, val_iterations_per_epoch=1).apply(trainer)
         trainer.initialize()

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -54,6 +56,18 @@ class Schedule:
         trainer.num_epochs = self.epochs
         trainer.num_iterations_per_epoch = self.iterations_per_epoch
         trainer.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators: what a seeded training starts from.
+
+    nnU-Net draws its patches, augmentation and validation batches from these streams (with
+    augmentation in the main process, as on small CPU machines), and the random initialisation
+    and the calibration of an inherited student follow PyTorch's seed.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 @contextmanager
