@@ -298,8 +298,17 @@ def test_seeded_results_show_seed_spread_paired_statistics_and_judge_the_gain_on
     assert "Student, ReCo-KD better (CI excludes 0)" in report
     assert "| Student, no KD, random init, seed 1 | 2 |" in report, "one training row per seed"
     assert matplotlib.image.imread(paths["comparisons"]).shape[0] > 100
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:seeded:start -->\n<!-- results:seeded:end -->\n", encoding="utf-8")
+    update_readme(readme, paths["json"])
+    assert "| Student, ReCo-KD − Student, no KD | Dice | +1.00 points |" in readme.read_text(encoding="utf-8")
+
+    first_epoch = next(c for t, c in checks.items() if "leaves the all-background phase in epoch 1" in t)
+    assert first_epoch.status == "met" and "over 6 trainings" in first_epoch.measured, "teacher-started arms only"
 
     no_gain = seeded_results(recokd_shift=0.0)
+    no_gain["models"]["student_plain"]["runs"][1]["training"]["pseudo_dice"][0] = 0.02
     checks = {c.target: c for c in target_checks(no_gain)}
+    assert next(c for t, c in checks.items() if "in epoch 1" in t).status == "**missed**", "one seed is enough"
     assert next(c for t, c in checks.items() if "started from the teacher" in t).status == "**missed**"
     assert "no evidence either way" in write_report(no_gain, tmp_path, "flat")["markdown"].read_text(encoding="utf-8")

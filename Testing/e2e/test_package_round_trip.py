@@ -1,4 +1,11 @@
-"""Export -> package -> load -> segment gives exactly what nnU-Net predicts with the trained network."""
+"""Export -> package -> load -> segment gives what nnU-Net predicts with the trained network, up to ties.
+
+``recokd segment`` runs nnU-Net's sliding window with tiles batched (up to four per forward
+pass); batched, oneDNN picks other kernels and sums in another order, so a voxel whose two
+best classes are within rounding of each other may flip. The labels must agree everywhere
+else: every voxel that differs is a near-tie in nnU-Net's own probabilities. (Bit equality
+at one tile per pass is tested in ``core/test_sliding_window.py``.)
+"""
 
 from __future__ import annotations
 
@@ -23,11 +30,16 @@ def test_package_segmentation_equals_nnunet_prediction_from_the_results_folder(
                                                    checkpoint_name="checkpoint_final.pth")
     reference = tmp_path / "nnunet"
     reference.mkdir()
-    predictor.predict_from_files([[str(image_path)]], [str(reference / "case")], save_probabilities=False,
+    predictor.predict_from_files([[str(image_path)]], [str(reference / "case")], save_probabilities=True,
                                  overwrite=True, num_processes_preprocessing=1,
                                  num_processes_segmentation_export=1)
     ours, theirs = sitk.ReadImage(str(out)), sitk.ReadImage(str(reference / "case.nii.gz"))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(theirs))
+    differ = sitk.GetArrayFromImage(ours) != sitk.GetArrayFromImage(theirs)
+    assert differ.mean() <= 1e-3, f"{differ.sum()} of {differ.size} voxels differ"
+    probabilities = np.load(reference / "case.npz")["probabilities"]  # (classes, z, y, x), nnU-Net's own
+    assert probabilities.shape[1:] == differ.shape
+    top_two = np.sort(probabilities[:, differ], axis=0)[-2:]
+    assert np.all(top_two[1] - top_two[0] < 1e-3), "only near-ties may flip"
     source = sitk.ReadImage(str(image_path))
     for image in (ours, theirs):
         assert image.GetSize() == source.GetSize()

@@ -341,7 +341,7 @@ def plot_comparisons(results: dict, path: Path) -> Path | None:
     rows = [c for c in results.get("comparisons") or [] if c["metric"] == "dice" and c.get("mean") is not None]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.6))
     for y, row in enumerate(reversed(rows)):
         mean, low, high = (100 * row[k] for k in ("mean", "ci_low", "ci_high"))
         colour = "tab:green" if low > 0 else ("tab:red" if high < 0 else "tab:gray")
@@ -349,9 +349,14 @@ def plot_comparisons(results: dict, path: Path) -> Path | None:
     ax.set_yticks(range(len(rows)), [f"{model_label(r['a'])} − {model_label(r['b'])}" for r in reversed(rows)],
                   fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("Dice difference, points (paired per case; 95 % bootstrap CI)")
+    # Linear within +-1 point, logarithmic beyond: a 0.1-point difference and an 85-point one both readable.
+    ax.set_xscale("symlog", linthresh=1.0)
+    low, high = (100 * min(r["ci_low"] for r in rows), 100 * max(r["ci_high"] for r in rows))
+    ax.set_xlim(min(-1.5, 2 * low), max(1.5, 2 * high))  # room for the outermost whiskers on either scale
+    ax.xaxis.set_major_formatter(PLAIN_NUMBER)
+    ax.set_xlabel("Dice difference, points (paired per case; 95 % bootstrap CI;\nlinear within ±1, logarithmic beyond)")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.set_title("Which differences are more than noise (green/red: CI excludes 0)", fontsize=10)
+    ax.set_title("Which differences are more than noise\n(green / red: the CI excludes 0)", fontsize=10)
     return _save(fig, path)
 
 

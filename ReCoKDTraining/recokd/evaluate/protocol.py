@@ -132,7 +132,8 @@ PRESETS = {
         Schedule(epochs=1, iterations_per_epoch=2, val_iterations_per_epoch=1), max_test_cases=4,
         ct_shape=(48, 128, 128), ct_tile_step=1.0, timing_steps=3, phantom_cases=(6, 2), phantom_shape=(48, 48, 48)),
     "cpu": Preset(
-        "cpu", "about two hours on a 2-core CPU: every model 20 epochs x 20 iterations (400 steps)",
+        "cpu", "on a 2-core CPU about an hour for the teacher and an hour per seed of the four students: every model "
+        "20 epochs x 20 iterations (400 steps)",
         Schedule(epochs=20, iterations_per_epoch=20, val_iterations_per_epoch=3), max_test_cases=None,
         ct_shape=(120, 512, 512), ct_tile_step=1.0, timing_steps=10, phantom_cases=(24, 8), phantom_shape=(64, 64, 64)),
     "cpu_long": Preset(

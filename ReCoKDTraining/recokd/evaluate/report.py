@@ -105,7 +105,7 @@ def update_readme(readme: Path, results_json: Path) -> bool:
     """Replace the README's block between the results markers with the table of ``results_json``.
 
     The block names the benchmark (``<!-- results:hippocampus:start -->``) and ends with a link
-    to the full report. Returns whether the README changed.
+    to the full report; a seeded run adds its paired comparisons. Returns whether the README changed.
     """
     readme, results_json = Path(readme), Path(results_json)
     results = read_results(results_json)
@@ -116,7 +116,10 @@ def update_readme(readme: Path, results_json: Path) -> bool:
     if not pattern.search(text):
         raise RecokdError(f"{readme} has no '{start}' ... '{end}' markers; add them where the table belongs.")
     report = Path(os.path.relpath(results_json.with_suffix(".md"), readme.parent)).as_posix()
-    block = f"{start}\n{markdown_table(results)}\n\n{_provenance(results)} Full report: [{report}]({report}).\n{end}"
+    paired = comparisons_table(results)
+    tables = markdown_table(results) + ("" if paired is None else f"\n\nPaired per-case differences over the "
+                                       f"seeds (95 % bootstrap CI, Wilcoxon p):\n\n{paired}")
+    block = f"{start}\n{tables}\n\n{_provenance(results)} Full report: [{report}]({report}).\n{end}"
     updated = pattern.sub(lambda _: block, text)
     if updated != text:
         readme.write_text(updated, encoding="utf-8")
@@ -286,6 +289,14 @@ def target_checks(results: dict) -> list[TargetCheck]:
             None if gain is None else f"{points_text(dice_recokd, dice_plain)} points",
             None if gain is None else 100 * gain >= DICE_GAIN_POINTS))
 
+    if inherited := _inherited_first_epochs(models):
+        slowest = min(inherited)
+        checks.append(_check(
+            f"Every teacher-started student leaves the all-background phase in epoch 1 (pseudo Dice ≥ "
+            f"{100 * LEARNED_PSEUDO_DICE:g} %)",
+            f"lowest epoch-1 pseudo Dice {dice_percent(slowest)} % over {len(inherited)} trainings",
+            slowest >= LEARNED_PSEUDO_DICE))
+
     hd_recokd, hd_plain = recokd.get("mean_hd95_mm"), plain.get("mean_hd95_mm")
     known = hd_recokd is not None and hd_plain is not None
     checks.append(_check(
@@ -322,6 +333,14 @@ def _gain_check(results: dict, baseline: str) -> TargetCheck:
     met = None if found is None else 100 * found["mean"] >= DICE_GAIN_POINTS and found["ci_low"] > 0
     return _check(f"ReCo-KD student ≥ {DICE_GAIN_POINTS} Dice points above the {GAIN_BASELINES[baseline]}, "
                   "95 % CI above 0", measured, met)
+
+
+def _inherited_first_epochs(models: dict) -> list[float]:
+    """Epoch-1 pseudo Dice of every training (every seed) of the students started from the teacher."""
+    return [run["training"]["pseudo_dice"][0]
+            for model in models.values() if model.get("init") == "teacher"
+            for run in model.get("runs") or [model]
+            if (run.get("training") or {}).get("pseudo_dice")]
 
 
 GAIN_BASELINES = {PLAIN: "no-KD student started from the teacher",

@@ -1,0 +1,67 @@
+"""The students ReCoKD ships (``Resources/Models``): small, say where they come from, offered out of the box,
+and segment a Hippocampus case as the benchmark measured it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import isolated_env, recokd
+
+from recokd.evaluate.metrics import case_metrics, nan_mean
+from recokd.inference.image_io import read_image
+from recokd.inference.predictor import StudentPredictor
+from recokd.package.archive import load_package
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "Resources" / "Models"
+RESULTS = REPO / "ReCoKDTraining" / "benchmarks" / "results" / "hippocampus_cpu.json"
+HIPPOCAMPUS = REPO.parent / "shared" / "data" / "Dataset004_Hippocampus"
+SHIPPED = sorted(MODELS.glob("hippocampus-*.recokd.zip"))
+MAX_BYTES = 2 * 1024 * 1024
+
+
+def test_the_recokd_and_the_no_kd_hippocampus_students_are_shipped():
+    assert [p.name for p in SHIPPED] == ["hippocampus-no-kd-x1of4.recokd.zip", "hippocampus-recokd-x1of4.recokd.zip"]
+
+
+def measured_run(card: dict) -> dict:
+    """The benchmark run (model and seed) the card says the package is."""
+    results = json.loads(RESULTS.read_text(encoding="utf-8"))
+    model = results["models"][card["benchmark"]["model"]]
+    return next(run for run in model["runs"] if run["seed"] == card["seed"])
+
+
+@pytest.mark.parametrize("package", SHIPPED, ids=lambda p: p.name.split(".")[0])
+def test_a_shipped_student_is_small_and_its_card_names_data_licence_citation_and_accuracy(package):
+    assert package.stat().st_size <= MAX_BYTES
+    card = load_package(package).card  # every check of an untrusted package applies
+    data = card["training_data"]
+    assert data["licence"] == "CC-BY-SA 4.0" and "Simpson" in data["citation"] and "Task04" in data["source"]
+    assert card["licence"]["training_data"] == "CC-BY-SA 4.0"
+    run = measured_run(card)
+    assert card["metrics"]["test_mean_dice"] == run["mean_dice"]
+    difference = card["metrics"]["recokd_minus_no_kd_dice"]
+    assert difference["ci_low"] <= difference["mean"] <= difference["ci_high"]
+
+
+@pytest.mark.skipif(not HIPPOCAMPUS.is_dir(), reason="MSD Hippocampus is not in ../shared/data")
+@pytest.mark.parametrize("package", SHIPPED, ids=lambda p: p.name.split(".")[0])
+def test_a_shipped_student_segments_a_hippocampus_case_within_a_dice_point_of_the_benchmark(package):
+    model = load_package(package)
+    case = measured_run(model.card)["cases"][0]
+    image = read_image(HIPPOCAMPUS / "imagesTr" / f"{case['case']}_0000.nii.gz")
+    reference = read_image(HIPPOCAMPUS / "labelsTr" / f"{case['case']}.nii.gz")
+    prediction = StudentPredictor(model, device="cpu", mirroring=True, threads=1).predict_image(image)
+    dice = nan_mean(case_metrics(prediction, reference, [1, 2]).dice.values())
+    assert abs(dice - nan_mean(case["dice"].values())) <= 0.01
+
+
+def test_recokd_offers_the_shipped_students_out_of_the_box(tmp_path):
+    env = {k: v for k, v in isolated_env().items() if k != "RECOKD_BUNDLED_MODELS_DIR"}
+    env["RECOKD_MODELS_DIR"] = str(tmp_path / "nothing-installed")
+    listed = {m["name"]: m for m in json.loads(recokd("models", "list", "--json", env=env).stdout)}
+    for package in SHIPPED:
+        name = package.name.removesuffix(".recokd.zip")
+        assert listed[name]["bundled"] and Path(listed[name]["path"]) == package
