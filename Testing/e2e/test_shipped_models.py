@@ -10,6 +10,7 @@ import pytest
 from conftest import isolated_env, recokd
 
 from recokd.evaluate.metrics import case_metrics, nan_mean
+from recokd.evaluate.report import read_results
 from recokd.inference.image_io import read_image
 from recokd.inference.predictor import StudentPredictor
 from recokd.package.archive import load_package
@@ -28,8 +29,7 @@ def test_the_recokd_and_the_no_kd_hippocampus_students_are_shipped():
 
 def measured_run(card: dict) -> dict:
     """The benchmark run (model and seed) the card says the package is."""
-    results = json.loads(RESULTS.read_text(encoding="utf-8"))
-    model = results["models"][card["benchmark"]["model"]]
+    model = read_results(RESULTS)["models"][card["benchmark"]["model"]]
     return next(run for run in model["runs"] if run["seed"] == card["seed"])
 
 
