@@ -23,6 +23,7 @@ import qt
 import slicer
 import vtk
 from ReCoKDSegmentLib.commands import (
+    BACKENDS,
     DEVICES,
     KD_MODES,
     MS_CA_FORMS,
@@ -122,6 +123,7 @@ class ReCoKDSegmentParameterNode:
     model - installed model name or model package path, as ``recokd segment -m`` takes it.
     device - "auto" (GPU if available), "cpu" or "cuda".
     fast - faster inference (no test-time mirroring), slightly less accurate.
+    backend - the network's CPU runtime: "auto" (the fastest installed), "torch", "openvino", "onnxruntime".
     outputSegmentation - a segmentation to replace; None creates a new one (the default).
     resultSegmentation - the latest result (for "Show 3D").
     The remaining parameters are the distillation panel's, see ``recokd distill --help``.
@@ -131,6 +133,7 @@ class ReCoKDSegmentParameterNode:
     model: str = ""
     device: Annotated[str, Choice(DEVICES)] = "auto"
     fast: bool = False
+    backend: Annotated[str, Choice(BACKENDS)] = "auto"
     outputSegmentation: vtkMRMLSegmentationNode
     resultSegmentation: vtkMRMLSegmentationNode
     teacherFolder: Path
@@ -309,7 +312,8 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
             p = self._parameterNode
             self.startRun(self.logic.startSegmentation(
-                p.inputVolume, model=p.model, device=p.device, fast=p.fast, outputSegmentation=p.outputSegmentation,
+                p.inputVolume, model=p.model, device=p.device, fast=p.fast, backend=p.backend,
+                outputSegmentation=p.outputSegmentation,
                 **self.segmentSectionCallbacks(self.onSegmentationFinished)))
 
     def onSegmentationFinished(self, runner) -> None:
@@ -634,7 +638,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
             raise
 
     def startSegmentation(self, volumeNode, model, device="auto", fast=False, outputSegmentation=None,
-                          askConfirmation=True, **callbacks) -> ProcessRunner:
+                          askConfirmation=True, backend="auto", **callbacks) -> ProcessRunner:
         """Start segmenting ``volumeNode`` in the background (installing dependencies first when
         needed). The runner's ``output`` is the segmentation node once it is DONE."""
         from ReCoKDSegmentLib.jobs import SegmentVolumeJob  # SimpleITK loads on first use
@@ -647,24 +651,27 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         installSteps, finishers = self.installSteps(askConfirmation)
         job, step = self._preparedJob(lambda: SegmentVolumeJob(
             self.launcher(), slicer.mrmlScene, volumeNode, model, device, fast, outputSegmentation,
-            temp_root=Path(slicer.app.temporaryPath)))
+            temp_root=Path(slicer.app.temporaryPath), backend=backend))
         runner = self._newRunner(**callbacks)
         runner.start([*installSteps, step], on_finished=[*finishers, job.cleanup])
         self.segmentRunner = runner
         return runner
 
-    def segment(self, volumeNode, model=None, device="auto", fast=False, outputSegmentation=None):
+    def segment(self, volumeNode, model=None, device="auto", fast=False, outputSegmentation=None, backend="auto"):
         """Segment ``volumeNode`` and return the segmentation node (blocking).
 
         ``model``: an installed model's name or a model package path (default: the first
         installed model); ``device``: "auto", "cpu" or "cuda"; ``fast``: quicker, slightly less
-        accurate; ``outputSegmentation``: a segmentation node to replace instead of creating one.
+        accurate; ``outputSegmentation``: a segmentation node to replace instead of creating one;
+        ``backend``: the network's CPU runtime ("auto": the fastest installed).
         """
         self.installDependencies()
-        runner = self.startSegmentation(volumeNode, self._resolveModel(model), device, fast, outputSegmentation)
+        runner = self.startSegmentation(volumeNode, self._resolveModel(model), device, fast, outputSegmentation,
+                                        backend=backend)
         return self._wait(runner)
 
-    def segmentFiles(self, inputs, outputFolder, model=None, device="auto", fast=False, outputFormat="seg.nrrd"):
+    def segmentFiles(self, inputs, outputFolder, model=None, device="auto", fast=False, outputFormat="seg.nrrd",
+                     backend="auto"):
         """Segment image files - a folder, one file, or a list of files - in one background
         process (the model loads once) and write one ``.seg.nrrd`` (or ``.nii.gz`` label image)
         per input into ``outputFolder``. Returns the written paths; the scene is not touched."""
@@ -674,7 +681,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         model = self._resolveModel(model)
         job, step = self._preparedJob(lambda: SegmentFilesJob(
             self.launcher(), inputs, outputFolder, model, device, fast, outputFormat,
-            temp_root=Path(slicer.app.temporaryPath)))
+            temp_root=Path(slicer.app.temporaryPath), backend=backend))
         runner = self._newRunner()
         runner.start([step], on_finished=[job.cleanup])
         return self._wait(runner)

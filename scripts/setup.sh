@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment and install recokd into it.
 #
-#   scripts/setup.sh            # runtime only
-#   scripts/setup.sh test       # plus the test extras (pytest, ruff, slicer-core)
+#   scripts/setup.sh            # runtime, with OpenVINO for fast CPU inference (where it has wheels)
+#   scripts/setup.sh test       # plus the test extras (pytest, ruff, slicer-core, ONNX Runtime)
 #
 # Idempotent: a second run with the same pyproject/constraints/extras installs nothing.
 # Environment:
@@ -15,7 +15,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${RECOKD_VENV:-$root/.venv}"
-extras="${1:-}"
+extras="openvino${1:+,$1}"
 
 pick_python() {
   for candidate in "${PYTHON:-}" python3.12 python3.11 python3.10 python3; do

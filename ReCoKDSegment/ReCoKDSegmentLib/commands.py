@@ -18,6 +18,7 @@ from pathlib import Path
 from .labels import SegmentLabel, labels_from_dicts
 
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "torch", "openvino", "onnxruntime")  # recokd segment --backend: the network's CPU runtime
 STUDENT_WIDTHS = ("1", "1/2", "1/4", "1/8")
 KD_MODES = ("recokd", "logit", "none")
 MS_CA_FORMS = ("gc", "affinity")
@@ -50,11 +51,13 @@ class SegmentParameters:
     output: Path
     device: str = "auto"
     fast: bool = False
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if not str(self.model).strip():
             raise ValueError("choose a model")
         _choice("device", self.device, DEVICES)
+        _choice("backend", self.backend, BACKENDS)
 
 
 def segment_command(launcher: Sequence[str], parameters: SegmentParameters) -> list[str]:
@@ -64,6 +67,7 @@ def segment_command(launcher: Sequence[str], parameters: SegmentParameters) -> l
         "-i", str(parameters.input),
         "-o", str(parameters.output),
         "--device", parameters.device,
+        "--backend", parameters.backend,
     ]
     if parameters.fast:
         command.append("--fast")

@@ -18,6 +18,7 @@ from pathlib import Path
 #: Packages that belong to Slicer or to the PyTorch extension.
 PROTECTED_PACKAGES = ("SimpleITK", "requests", "torch", "torchvision", "numpy", "vtk")
 TRAINING_FOLDER = "ReCoKDTraining"
+CPU_RUNTIME_EXTRA = "openvino"
 MODELS_FOLDER = "ReCoKDModels"  # the extension's bundled model packages, installed next to the module script
 BUNDLED_MODELS_VARIABLE = "RECOKD_BUNDLED_MODELS_DIR"  # where recokd looks for them
 _VERSION = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.MULTILINE)
@@ -86,8 +87,12 @@ def stage_training_package(package_dir: Path, destination: Path) -> Path:
 
 
 def pip_install_command(python: str, package_dir: Path, constraints_file: Path) -> list[str]:
-    """``python -m pip install -c constraints <package_dir>`` (an upgrade when already installed)."""
+    """``python -m pip install -c constraints <package_dir>[openvino]`` (an upgrade when already installed).
+
+    The ``openvino`` extra is the fast CPU runtime ``recokd segment --backend auto`` takes; its
+    requirement carries a platform marker, so pip skips OpenVINO where it has no wheels.
+    """
     return [
         python, "-m", "pip", "install", "--upgrade", "--disable-pip-version-check",
-        "-c", str(constraints_file), str(package_dir),
+        "-c", str(constraints_file), f"{package_dir}[{CPU_RUNTIME_EXTRA}]",
     ]

@@ -61,6 +61,7 @@ class SegmentVolumeJob:
         fast: bool = False,
         output_node=None,
         temp_root: Path | None = None,
+        backend: str = "auto",
     ) -> None:
         self.launcher = list(launcher)
         self.scene = scene
@@ -74,6 +75,7 @@ class SegmentVolumeJob:
                 output=self.work_dir / f"labels{NIFTI_SUFFIX}",
                 device=device,
                 fast=fast,
+                backend=backend,
             )
 
     def prepare(self) -> Step:
@@ -113,6 +115,7 @@ class SegmentFilesJob:
         fast: bool = False,
         output_format: str = "seg.nrrd",
         temp_root: Path | None = None,
+        backend: str = "auto",
     ) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}; got {output_format!r}")
@@ -127,7 +130,7 @@ class SegmentFilesJob:
         self.work_dir = Path(tempfile.mkdtemp(prefix="recokd-batch-", dir=temp_root))
         label_folder = self.output_folder if output_format == "nii.gz" else self.work_dir / "labels"
         with _cleaned_up_on_error(self):
-            self.parameters = SegmentParameters(model, self._input_path(), label_folder, device, fast)
+            self.parameters = SegmentParameters(model, self._input_path(), label_folder, device, fast, backend)
 
     def _input_path(self) -> Path:
         if isinstance(self.inputs, Path):

@@ -101,6 +101,7 @@ def main() -> int:
     p.add_argument("-i", dest="input", required=True)
     p.add_argument("-o", dest="output", required=True)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], required=True)
+    p.add_argument("--backend", choices=["auto", "torch", "openvino", "onnxruntime"], required=True)
     p.add_argument("--fast", action="store_true")
     p.add_argument("--progress", choices=["json"], required=True)
     p.add_argument("--overwrite", action="store_true", required=True)

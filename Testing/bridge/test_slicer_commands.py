@@ -34,18 +34,21 @@ LAUNCHER = ["/slicer/bin/PythonSlicer", "-m", "recokd"]
 
 
 def test_segment_command():
-    parameters = SegmentParameters("abdomen-quarter", Path("/tmp/in.nrrd"), Path("/tmp/out.nii.gz"), "cuda", fast=True)
+    parameters = SegmentParameters("abdomen-quarter", Path("/tmp/in.nrrd"), Path("/tmp/out.nii.gz"), "cpu", fast=True,
+                                   backend="openvino")
     assert segment_command(LAUNCHER, parameters) == [
         "/slicer/bin/PythonSlicer", "-m", "recokd", "segment", "-m", "abdomen-quarter",
-        "-i", "/tmp/in.nrrd", "-o", "/tmp/out.nii.gz", "--device", "cuda", "--fast",
+        "-i", "/tmp/in.nrrd", "-o", "/tmp/out.nii.gz", "--device", "cpu", "--backend", "openvino", "--fast",
         "--progress", "json", "--overwrite",
     ]
     accurate = SegmentParameters("/models/a.recokd.zip", Path("in"), Path("out"))
     assert "--fast" not in segment_command(LAUNCHER, accurate)
-    assert segment_command(LAUNCHER, accurate)[-5:] == ["--device", "auto", "--progress", "json", "--overwrite"]
+    assert segment_command(LAUNCHER, accurate)[-7:] == [
+        "--device", "auto", "--backend", "auto", "--progress", "json", "--overwrite"]
 
 
-@pytest.mark.parametrize(("change", "message"), [({"device": "gpu"}, "device"), ({"model": " "}, "choose a model")])
+@pytest.mark.parametrize(("change", "message"), [
+    ({"device": "gpu"}, "device"), ({"backend": "tensorrt"}, "backend"), ({"model": " "}, "choose a model")])
 def test_segment_parameters_are_checked(change, message):
     with pytest.raises(ValueError, match=message):
         SegmentParameters(**{"model": "m", "input": Path("i"), "output": Path("o"), **change})
@@ -138,11 +141,12 @@ def test_constraints_pin_installed_packages_only():
     assert re.match(r"\d+\.\d+", versions["numpy"])
 
 
-def test_pip_command_installs_the_package_folder_under_the_constraints():
+def test_pip_command_installs_the_package_folder_with_its_cpu_runtime_under_the_constraints():
     assert pip_install_command("/py", Path("/stage/ReCoKDTraining"), Path("/stage/c.txt")) == [
         "/py", "-m", "pip", "install", "--upgrade", "--disable-pip-version-check",
-        "-c", "/stage/c.txt", "/stage/ReCoKDTraining",
+        "-c", "/stage/c.txt", "/stage/ReCoKDTraining[openvino]",
     ]
+    assert re.search(r'^openvino = \[\s*"openvino>=', (REPO / "ReCoKDTraining" / "pyproject.toml").read_text(), re.M)
 
 
 def test_the_bundled_training_package_is_found_and_versioned(tmp_path):

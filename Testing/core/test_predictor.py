@@ -27,7 +27,7 @@ def package():
 
 @pytest.fixture(scope="module")
 def fast_predictor(package):
-    return StudentPredictor(package, device="cpu", mirroring=False, threads=1)
+    return StudentPredictor(package, device="cpu", backend="torch", mirroring=False, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_labels_equal_nnunets_own_file_based_prediction(package, volume, tmp_pat
         torch.set_num_threads(threads)
     expected = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "nnunet" / "case.nii.gz")))
 
-    ours = StudentPredictor(package, device="cpu", mirroring=True, threads=1).predict_image(
+    ours = StudentPredictor(package, device="cpu", backend="torch", mirroring=True, threads=1).predict_image(
         sitk.ReadImage(str(image_file))
     )
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), expected)
@@ -94,13 +94,13 @@ def test_region_based_model_matches_nnunets_array_prediction(volume):
     plans_manager = PlansManager(package.plans)
     reference = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"),
                                 allow_tqdm=False)
-    reference.manual_initialization(StudentPredictor(package, device="cpu").network, plans_manager,
+    reference.manual_initialization(StudentPredictor(package, device="cpu", backend="torch").network, plans_manager,
                                     plans_manager.get_configuration("3d_fullres"), [package.state_dict],
                                     package.dataset_json, "nnUNetTrainer", None)
     array = sitk.GetArrayFromImage(volume)
     spacing = {"spacing": list(volume.GetSpacing()[::-1])}
     expected = reference.predict_single_npy_array(array[None].astype(np.float32), spacing)
-    labels = StudentPredictor(package, device="cpu", mirroring=False).predict_array(array, volume.GetSpacing())
+    labels = StudentPredictor(package, device="cpu", backend="torch", mirroring=False).predict_array(array, volume.GetSpacing())
     assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
     np.testing.assert_array_equal(labels, expected)
 
@@ -124,7 +124,7 @@ def test_progress_visits_the_stages_in_order_with_fractions_that_never_decrease(
 
 @pytest.mark.parametrize("samples_per_forward", [1, 8])
 def test_cancel_stops_after_the_running_forward_pass_and_leaves_no_thread(package, volume, samples_per_forward):
-    predictor = StudentPredictor(package, device="cpu", mirroring=True, threads=1)
+    predictor = StudentPredictor(package, device="cpu", backend="torch", mirroring=True, threads=1)
     predictor._nnunet.samples_per_forward = samples_per_forward  # white box: one patch or all 8 copies per pass
     token = CancelToken()
     forwards = {"before": 0, "after": 0}
@@ -159,7 +159,7 @@ def test_fixture_ct_keeps_its_geometry():
         pytest.skip(f"shared CT fixture not found at {FIXTURE_CT}")
     image = sitk.ReadImage(str(FIXTURE_CT))
     package = tiny_package(seed=1, spacing=(3.0, 3.0, 3.0))  # the fixture's spacing: few tiles
-    predictor = StudentPredictor(package, device="cpu", mirroring=False, tile_step=1.0, threads=1)
+    predictor = StudentPredictor(package, device="cpu", backend="torch", mirroring=False, tile_step=1.0, threads=1)
     labels = predictor.predict_image(image)
     assert _geometry(labels) == _geometry(image)
     assert labels.GetPixelID() == sitk.sitkUInt8
@@ -176,7 +176,7 @@ def test_four_d_image_with_the_models_channel_count_gives_three_d_labels(fast_pr
 
 def test_threads_option_applies_during_the_call_only(package, volume):
     before = torch.get_num_threads()
-    predictor = StudentPredictor(package, device="cpu", mirroring=False, threads=1)
+    predictor = StudentPredictor(package, device="cpu", backend="torch", mirroring=False, threads=1)
     seen = []
     handle = predictor.network.register_forward_hook(lambda *args: seen.append(torch.get_num_threads()))
     try:
@@ -203,7 +203,7 @@ def _flaky_forward(network, failures: int):
 
 def test_out_of_memory_is_retried_with_smaller_forward_passes_then_without_mirroring(
         package, volume, monkeypatch, caplog):
-    predictor = StudentPredictor(package, device="cpu", mirroring=True, threads=1)
+    predictor = StudentPredictor(package, device="cpu", backend="torch", mirroring=True, threads=1)
     assert predictor._nnunet.samples_per_forward > 1
     monkeypatch.setattr(predictor.network, "forward", _flaky_forward(predictor.network, failures=2))
     events = []
@@ -214,14 +214,14 @@ def test_out_of_memory_is_retried_with_smaller_forward_passes_then_without_mirro
         assert any(notice in e.message for e in events)
         assert any(notice in r.getMessage() for r in caplog.records)
     assert predictor.mirroring is False and predictor._nnunet.samples_per_forward == 1
-    unmirrored = StudentPredictor(package, device="cpu", mirroring=False, threads=1)
+    unmirrored = StudentPredictor(package, device="cpu", backend="torch", mirroring=False, threads=1)
     unmirrored._nnunet.samples_per_forward = 1
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels),
                                   sitk.GetArrayFromImage(unmirrored.predict_image(volume)))
 
 
 def test_out_of_memory_ladder_ends_in_a_user_error(package, volume, monkeypatch):
-    predictor = StudentPredictor(package, device="cpu", mirroring=True, threads=1)
+    predictor = StudentPredictor(package, device="cpu", backend="torch", mirroring=True, threads=1)
     predictor._nnunet.perform_everything_on_device = True  # white box: the GPU-only rung, harmless on CPU
     monkeypatch.setattr(predictor.network, "forward", _flaky_forward(predictor.network, failures=10**6))
     events = []
@@ -237,9 +237,9 @@ def test_out_of_memory_ladder_ends_in_a_user_error(package, volume, monkeypatch)
 
 def test_bad_options_are_user_errors(package):
     with pytest.raises(RecokdError, match="Tile step"):
-        StudentPredictor(package, device="cpu", tile_step=0.0)
+        StudentPredictor(package, device="cpu", backend="torch", tile_step=0.0)
     with pytest.raises(RecokdError, match="Thread count"):
-        StudentPredictor(package, device="cpu", threads=0)
+        StudentPredictor(package, device="cpu", backend="torch", threads=0)
 
 
 def test_weights_that_do_not_fit_the_plans_are_refused(package):

@@ -81,6 +81,46 @@ def test_a_folder_is_a_batch_with_a_summary(package_file, volume, tmp_path, caps
         assert " s " in line and "peak RSS" in line
 
 
+def test_a_job_array_of_parts_segments_every_case_once_and_continue_redoes_only_the_missing(
+        package_file, volume, tmp_path, capsys):
+    """Two ``--part K --num-parts 2`` processes run at once, as a SLURM array's tasks would; then one case is lost
+    and a ``--continue`` rerun of its part writes only that one."""
+    (tmp_path / "in").mkdir()
+    for index in range(5):
+        write_volume(volume, tmp_path / "in" / f"case_{index}.nii.gz")
+    common = _segment(package_file, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--format", "nrrd",
+                      "--num-parts", "2", "--progress", "json", "--backend", "torch")
+    tasks = [_subprocess([*common, "--part", str(k)]) for k in range(2)]
+    results = [_events(task.communicate(timeout=300)[0])[-1] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0]
+    done = [[Path(case["input"]).name for case in result["outputs"]] for result in results]
+    assert done == [["case_0.nii.gz", "case_2.nii.gz", "case_4.nii.gz"], ["case_1.nii.gz", "case_3.nii.gz"]]
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [f"case_{i}.nrrd" for i in range(5)]
+
+    first = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "case_2.nrrd")))
+    (tmp_path / "out" / "case_2.nrrd").unlink()
+    case_0 = (tmp_path / "out" / "case_0.nrrd").stat().st_mtime_ns
+    assert main([*common, "--part", "0", "--continue"]) == 0
+    outputs = _events(capsys.readouterr().out)[-1]["outputs"]
+    assert [Path(case["output"]).name for case in outputs] == ["case_2.nrrd"]
+    assert (tmp_path / "out" / "case_0.nrrd").stat().st_mtime_ns == case_0
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "case_2.nrrd"))), first)
+    assert main([*common, "--part", "0", "--continue"]) == 0  # nothing left: done, with an empty result
+    assert _events(capsys.readouterr().out)[-1]["outputs"] == []
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii", ".mha"])
+def test_a_plain_label_map_format_holds_the_same_labels(package_file, volume, tmp_path, suffix):
+    source = write_volume(volume, tmp_path / "ct.nii.gz")
+    for name in ("reference.nii.gz", f"labels{suffix}"):
+        assert main(_segment(package_file, "-i", str(source), "-o", str(tmp_path / name), "--progress", "none",
+                             "--backend", "torch")) == 0
+    reference, labels = (sitk.ReadImage(str(tmp_path / name)) for name in ("reference.nii.gz", f"labels{suffix}"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(reference))
+    assert labels.GetSpacing() == pytest.approx(volume.GetSpacing()) and labels.GetPixelID() == sitk.sitkUInt8
+
+
 def test_batch_json_result_lists_every_case(package_file, volume, tmp_path, capsys):
     (tmp_path / "in").mkdir()
     for name in ("a.nii.gz", "b.nii.gz"):

@@ -47,14 +47,57 @@ def test_a_dicom_folder_is_one_job_named_after_the_folder(tmp_path, volume):
     "output, fmt, message",
     [
         ("out/x.seg.nrrd", "nii.gz", "does not match"),
-        ("out/x.nrrd", None, "written as .nii.gz or .seg.nrrd"),
-        ("out/x.nii", None, "written as .nii.gz or .seg.nrrd"),
+        ("out/x.nrrd", "seg.nrrd", "does not match"),
+        ("out/x.gz", None, "written as .nii.gz, .seg.nrrd, .nrrd, .nii, .mha"),
+        ("out/x.mhd", None, "written as"),
     ],
 )
 def test_output_names_and_format_must_agree(tmp_path, volume, output, fmt, message):
     source = write_volume(volume, tmp_path / "ct.nii.gz")
     with pytest.raises(RecokdError, match=message):
         plan_jobs(source, tmp_path / output, fmt)
+
+
+@pytest.mark.parametrize("name", ["labels.nrrd", "labels.nii", "labels.mha", "labels.seg.nrrd", "labels.nii.gz"])
+def test_every_label_format_is_a_file_output(tmp_path, volume, name):
+    source = write_volume(volume, tmp_path / "ct.nii.gz")
+    assert plan_jobs(source, tmp_path / name) == [SegmentJob(source, tmp_path / name)]
+
+
+def _batch(folder, volume, count: int) -> None:
+    folder.mkdir()
+    for index in range(count):
+        write_volume(volume, folder / f"case_{index:02d}.nii.gz")
+
+
+def test_parts_take_every_nth_sorted_input_and_together_cover_every_case_once(tmp_path, volume):
+    _batch(tmp_path / "in", volume, 7)
+    parts = [plan_jobs(tmp_path / "in", tmp_path / "out", "nrrd", part=k, num_parts=3) for k in range(3)]
+    names = [[job.input.name for job in part] for part in parts]
+    assert names[0] == ["case_00.nii.gz", "case_03.nii.gz", "case_06.nii.gz"]  # every 3rd, from the k-th
+    assert sorted(sum(names, [])) == [f"case_{i:02d}.nii.gz" for i in range(7)]
+    assert all(job.output.suffix == ".nrrd" for part in parts for job in part)
+    assert plan_jobs(tmp_path / "in", tmp_path / "out", "nrrd", part=2, num_parts=3) == parts[2]  # deterministic
+    assert plan_jobs(tmp_path / "in", tmp_path / "out", part=7, num_parts=9) == []  # more parts than cases
+
+
+@pytest.mark.parametrize("part, num_parts", [(3, 3), (-1, 2), (0, 0)])
+def test_a_part_outside_the_parts_is_refused(tmp_path, volume, part, num_parts):
+    source = write_volume(volume, tmp_path / "ct.nii.gz")
+    with pytest.raises(RecokdError, match="--part"):
+        plan_jobs(source, tmp_path / "out", part=part, num_parts=num_parts)
+
+
+def test_continue_skips_the_written_outputs_and_only_them(tmp_path, volume):
+    _batch(tmp_path / "in", volume, 4)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "case_01.nii.gz").write_bytes(b"done before")
+    with pytest.raises(RecokdError, match="already exists"):
+        plan_jobs(tmp_path / "in", tmp_path / "out")
+    jobs = plan_jobs(tmp_path / "in", tmp_path / "out", continue_existing=True)
+    assert [job.input.name for job in jobs] == ["case_00.nii.gz", "case_02.nii.gz", "case_03.nii.gz"]
+    with pytest.raises(RecokdError, match="contradict"):
+        plan_jobs(tmp_path / "in", tmp_path / "out", overwrite=True, continue_existing=True)
 
 
 def test_batch_needs_an_output_folder(tmp_path, volume):

@@ -32,14 +32,14 @@ def _nnunet_logits(package, image: torch.Tensor, mirroring: bool) -> torch.Tenso
     plans_manager = PlansManager(package.plans)
     reference = nnUNetPredictor(tile_step_size=0.5, use_mirroring=mirroring, perform_everything_on_device=False,
                                 device=torch.device("cpu"), allow_tqdm=False)
-    network = StudentPredictor(package, device="cpu").network
+    network = StudentPredictor(package, device="cpu", backend="torch").network
     reference.manual_initialization(network, plans_manager, plans_manager.get_configuration("3d_fullres"),
                                     [package.state_dict], package.dataset_json, "nnUNetTrainer", (0, 1, 2))
     return reference.predict_sliding_window_return_logits(image)
 
 
 def _our_logits(package, image: torch.Tensor, mirroring: bool, per_forward: int) -> torch.Tensor:
-    predictor = StudentPredictor(package, device="cpu", mirroring=mirroring)
+    predictor = StudentPredictor(package, device="cpu", mirroring=mirroring, backend="torch")
     predictor._nnunet.samples_per_forward = per_forward  # white box: the batch size under test
     return predictor._nnunet.predict_sliding_window_return_logits(image)
 

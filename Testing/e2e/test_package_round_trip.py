@@ -21,7 +21,7 @@ def test_package_segmentation_equals_nnunet_prediction_from_the_results_folder(
     image_path, _ = phantom_test_case
     out = tmp_path / "package.nii.gz"
     result = recokd("segment", "-m", str(tiny_teacher_package), "-i", str(image_path), "-o", str(out),
-                    "--device", "cpu", "--progress", "json", env=tiny_pipeline.env)
+                    "--device", "cpu", "--backend", "torch", "--progress", "json", env=tiny_pipeline.env)
     assert json_lines(result.stdout)[-1]["event"] == "result"
 
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,

@@ -29,7 +29,9 @@ from recokd.package.model import LabelInfo
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-OUTPUT_SUFFIXES = {"nii.gz": ".nii.gz", "seg.nrrd": ".seg.nrrd"}
+# label-map formats: Slicer's segmentation file (.seg.nrrd, with segment names and colours) and
+# plain label maps in the formats Slicer and ITK users exchange them
+OUTPUT_SUFFIXES = {"nii.gz": ".nii.gz", "seg.nrrd": ".seg.nrrd", "nrrd": ".nrrd", "nii": ".nii", "mha": ".mha"}
 _SERIES_DESCRIPTION_TAG = "0008|103e"
 
 
@@ -174,7 +176,7 @@ def labels_like(labels: np.ndarray, reference: sitk.Image) -> sitk.Image:
 
 
 def output_suffix(path: Path) -> str | None:
-    """``.nii.gz`` or ``.seg.nrrd`` when ``path`` names a label file this package writes."""
+    """The :data:`OUTPUT_SUFFIXES` entry ``path`` ends with (``.seg.nrrd`` before ``.nrrd``), else None."""
     return matching_suffix(path, OUTPUT_SUFFIXES.values())
 
 
@@ -195,7 +197,7 @@ def atomic_destination(path: Path) -> Iterator[Path]:
 
 
 def write_labels(image: sitk.Image, path: Path, labels: list[LabelInfo], overwrite: bool = False) -> Path:
-    """Write a label image to ``path`` (``.nii.gz``, or ``.seg.nrrd`` with Slicer's segment fields), atomically."""
+    """Write a label image to ``path`` atomically (``.seg.nrrd`` with Slicer's segment fields; others as plain label maps)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise RecokdError(f"{path} already exists; pass --overwrite to replace it.")

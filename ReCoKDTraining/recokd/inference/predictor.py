@@ -28,6 +28,7 @@ import torch
 
 from recokd.device import resolve_device
 from recokd.errors import RecokdError
+from recokd.inference.backends import Forward, make_forward, resolve_backend
 from recokd.inference.image_io import labels_like, volume_array
 from recokd.inference.label_map import logits_to_labels
 from recokd.inference.progress import CancelToken, ProgressCallback, StageProgress, raise_if_cancelled
@@ -46,7 +47,9 @@ class StudentPredictor:
     nnU-Net's test-time mirroring over the package's mirror axes (accurate; off is up to 8x
     faster). ``tile_step``: sliding-window step as a fraction of the patch (0.5 is nnU-Net's
     default; larger is faster and coarser). ``threads``: CPU threads for PyTorch during a call
-    (default: PyTorch's setting, restored afterwards).
+    (default: PyTorch's setting, restored afterwards) and for the CPU runtimes. ``backend``: the
+    runtime of the network's forward pass (:mod:`.backends`): ``"auto"`` (the fastest installed
+    on a CPU, PyTorch on a GPU), ``"torch"``, ``"openvino"`` or ``"onnxruntime"``.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class StudentPredictor:
         mirroring: bool = True,
         tile_step: float = 0.5,
         threads: int | None = None,
+        backend: str = "auto",
     ) -> None:
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -110,9 +114,22 @@ class StudentPredictor:
             self._nnunet.label_manager.num_segmentation_heads)
         self._preprocessor = configuration.preprocessor_class(verbose=False)
         self.input_channels = determine_num_input_channels(plans_manager, configuration, package.dataset_json)
-        log.info(
-            "model %s on %s (mirroring %s, tile step %s)", package.name, device, "on" if self.mirroring else "off", tile_step
-        )
+        self.backend, self._nnunet.forward = self._forward_pass(
+            backend, network, (self.input_channels, *configuration.patch_size), device)
+        log.info("model %s on %s with %s (mirroring %s, tile step %s)", package.name, device, self.backend,
+                 "on" if self.mirroring else "off", tile_step)
+
+    def _forward_pass(self, backend: str, network: torch.nn.Module, input_shape: tuple[int, ...],
+                      device: torch.device) -> tuple[str, Forward]:
+        """The resolved backend's name and forward pass; ``auto`` falls back to PyTorch when an export fails."""
+        chosen = resolve_backend(backend, device)
+        try:
+            return chosen, make_forward(chosen, network, self.package, input_shape, self.threads)
+        except RecokdError as error:
+            if backend != "auto":
+                raise
+            log.warning("%s; using PyTorch instead.", error)
+            return "torch", network
 
     @property
     def device(self) -> torch.device:

@@ -64,11 +64,13 @@ def batched_tile_predictor_class():
     from nnunetv2.utilities.helpers import empty_cache
 
     class BatchedTilePredictor(nnUNetPredictor):
-        """Set ``samples_per_forward``, and optionally ``cancel`` and ``on_tile(done, total)``, before predicting."""
+        """Set ``samples_per_forward``, and optionally ``forward`` (another runtime's forward pass, see
+        :mod:`recokd.inference.backends`), ``cancel`` and ``on_tile(done, total)``, before predicting."""
 
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.samples_per_forward = 1
+            self.forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: self.network
             self.cancel: CancelToken | None = None
             self.on_tile: Callable[[int, int], None] | None = None
 
@@ -125,10 +127,11 @@ def batched_tile_predictor_class():
             tiles = torch.stack([data[s] for s in slicers]).to(self.device)  # (tiles, c, *patch)
             samples = [(index, axes) for axes in flips for index in range(len(slicers))]
             sums: list[torch.Tensor | None] = [None] * len(slicers)
+            forward = self.forward or self.network
             for start in range(0, len(samples), self.samples_per_forward):
                 part = samples[start:start + self.samples_per_forward]
                 raise_if_cancelled(self.cancel)
-                outputs = self.network(torch.stack([tiles[i].flip(axes) if axes else tiles[i] for i, axes in part]))
+                outputs = forward(torch.stack([tiles[i].flip(axes) if axes else tiles[i] for i, axes in part]))
                 for (index, axes), output in zip(part, outputs, strict=True):
                     output = output.flip(axes) if axes else output
                     if sums[index] is None:
