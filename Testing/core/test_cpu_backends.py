@@ -177,3 +177,23 @@ def test_progress_and_cancel_work_with_a_runtime(backend, volume):
         predictor.predict_image(volume, progress=events.append, cancel=token)
     assert calls["n"] == 2  # stopped before the next forward pass
     assert any(e.stage == "predicting" for e in events)
+
+
+def test_a_runtime_that_cannot_load_the_network_is_a_clear_error_and_auto_falls_back_to_pytorch(
+        volume, monkeypatch, caplog):
+    from recokd.inference import backends
+
+    backend = installed_backends()[0]
+    if backend == "torch":
+        pytest.skip("no ONNX runtime installed")
+
+    def refusing(onnx_path, threads):
+        raise RuntimeError("Unsupported operation: SomeNewOp (simulated)")
+
+    monkeypatch.setitem(backends.RUNTIME_FORWARD, backend, refusing)
+    with pytest.raises(RecokdError, match=f"{backend} cannot load .*SomeNewOp"):
+        StudentPredictor(tiny_package(seed=0), device="cpu", threads=1, backend=backend)
+    with caplog.at_level(logging.WARNING, logger="recokd.inference.predictor"):
+        predictor = StudentPredictor(tiny_package(seed=0), device="cpu", mirroring=False, threads=1, backend="auto")
+    assert predictor.backend == "torch" and any("using PyTorch instead" in r.getMessage() for r in caplog.records)
+    assert predictor.predict_image(volume).GetSize() == volume.GetSize()

@@ -52,6 +52,7 @@ def evaluate_models(
     threads: int | None = None,
     mirroring: bool = True,
     progress: ModelProgress | None = None,
+    backend: str = "auto",
 ) -> dict[str, dict]:
     """Predict and score every ``(image, reference label)`` case with every model package.
 
@@ -60,20 +61,21 @@ def evaluate_models(
     per-class means), ``dice_per_class`` and ``hd95_per_class`` (mean over cases, by label
     name), ``mean_hd95_mm``, ``cpu_latency_s`` or ``gpu_latency_s`` (mean seconds per case on
     ``device``; the other is ``None``) and ``cases``: per case its latency, Dice, HD95 and
-    reference volume per structure (the points of the small-structure analysis).
+    reference volume per structure (the points of the small-structure analysis), and the
+    ``backend`` that ran the network (:mod:`recokd.inference.backends`).
     """
     if not cases:
         raise RecokdError("No test cases to evaluate on.")
     device = resolve_device(str(device))
     loaded = [(_case_id(label), read_image(image), read_image(label)) for image, label in cases]
-    return {key: _evaluate_one(key, Path(path), loaded, device, threads, mirroring, progress)
+    return {key: _evaluate_one(key, Path(path), loaded, device, threads, mirroring, progress, backend)
             for key, path in models.items()}
 
 
 def _evaluate_one(key: str, path: Path, cases: list[tuple[str, sitk.Image, sitk.Image]], device: torch.device,
-                  threads: int | None, mirroring: bool, progress: ModelProgress | None) -> dict:
+                  threads: int | None, mirroring: bool, progress: ModelProgress | None, backend: str) -> dict:
     package = load_package(path)
-    predictor = StudentPredictor(package, device=device, mirroring=mirroring, threads=threads)
+    predictor = StudentPredictor(package, device=device, mirroring=mirroring, threads=threads, backend=backend)
     complexity = plans_complexity(package.plans, package.dataset_json, package.configuration)
     names = {label.value: label.name for label in package.labels}
     log.info("%s: %s, %d parameters, %d cases on %s", key, package.name, complexity.parameters, len(cases), device)
@@ -108,6 +110,7 @@ def _evaluate_one(key: str, path: Path, cases: list[tuple[str, sitk.Image, sitk.
         "cpu_latency_s": latency if device.type == "cpu" else None,
         "gpu_latency_s": latency if device.type == "cuda" else None,
         "mirroring": predictor.mirroring,
+        "backend": predictor.backend,
         "cases": per_case,
     }
 

@@ -113,7 +113,13 @@ def make_forward(backend: str, network: torch.nn.Module, package, input_shape: t
     from recokd.inference.export_cache import onnx_export
 
     with onnx_export(package, network, input_shape) as onnx_path:
-        return RUNTIME_FORWARD[backend](onnx_path, threads)
+        try:
+            return RUNTIME_FORWARD[backend](onnx_path, threads)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # a graph the runtime cannot compile: say so in one line
+            raise RecokdError(f"{backend} cannot load {package.name}'s network ({type(error).__name__}: "
+                              f"{str(error).strip()[:300]})") from error
 
 
 def _contiguous_float32(batch: torch.Tensor) -> np.ndarray:
