@@ -50,21 +50,24 @@ PREPROCESSING_KEYS = ("data_identifier", "patch_size", "spacing", "normalization
 class DemoConfig:
     """The demo's sizes, chosen so that a 2-core CPU finishes within 15 minutes.
 
-    The phantom is 40^3 with its two tiny structures widened by 1.5 (at 40^3 the vessel's
+    The phantom is 40^3 with its two tiny structures widened by 2 (at 40^3 the vessel's
     default radius is under one voxel: not a structure any network at that resolution can
-    find); they stay tiny, about 0.1 % of the volume each. The teacher is nnU-Net's plans at
-    half width (its package stays under 6 MB). The students are a quarter of the teacher's
-    width, started from it.
+    find). They stay tiny, 0.15-0.4 % of the volume each (the adrenal gland 95-170 voxels).
+    At a widening of 1.5 (40-70 adrenal voxels) the teacher's adrenal pseudo Dice stayed at 0
+    for 136 of 150 epochs and ended at 10 % test Dice. The teacher is nnU-Net's plans at half
+    width (its package stays under 6 MB), trained 250 epochs of 20 iterations (about 35
+    minutes on 2 cores; the demo ships it). The students are a quarter of the teacher's width,
+    started from it.
     """
 
     train_cases: int = 16
     test_cases: int = 4
     size: int = 40
-    small_structure_scale: float = 1.5
+    small_structure_scale: float = 2.0
     seed: int = 0
     teacher_width: Fraction = Fraction(1, 2)
     width: Fraction = Fraction(1, 4)
-    teacher_schedule: Schedule = field(default_factory=lambda: Schedule(150, 20, 3))
+    teacher_schedule: Schedule = field(default_factory=lambda: Schedule(250, 20, 3))
     student_schedule: Schedule = field(default_factory=lambda: Schedule(12, 20, 2))
 
     @property
