@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     test_ids = json.loads(SPLIT.read_text())["split"]["test"]
-    cases = [(args.data / "imagesTr" / f"{case}.nii.gz", args.data / "labelsTr" / f"{case}.nii.gz") for case in test_ids]
+    cases = [(args.data / "imagesTr" / f"{case}_0000.nii.gz", args.data / "labelsTr" / f"{case}.nii.gz") for case in test_ids]
     missing = [str(image) for image, label in cases if not (image.is_file() and label.is_file())]
     if missing:
         raise SystemExit(f"{len(missing)} test case(s) missing, e.g. {missing[0]}")

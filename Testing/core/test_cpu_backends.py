@@ -56,22 +56,33 @@ def test_a_runtime_segments_a_phantom_as_pytorch_does(backend):
 
 
 @pytest.mark.parametrize("backend", RUNTIMES)
-def test_the_export_is_cached_reused_and_refreshed_when_the_package_changes(backend, volume, caplog):
-    package = tiny_package(seed=0)
-    first = _labels(package, backend, volume)
-    entries = [p for p in export_cache_dir().iterdir() if not p.name.startswith(".")]
-    assert len(entries) == 1 and (entries[0] / ONNX_FILE).is_file()
-    written = (entries[0] / ONNX_FILE).stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="recokd.inference.export_cache"):
-        np.testing.assert_array_equal(_labels(package, backend, volume), first)
-    assert any("reused" in r.getMessage() for r in caplog.records)
-    assert (entries[0] / ONNX_FILE).stat().st_mtime_ns == written
+def test_the_export_is_cached_reused_and_refreshed_when_the_package_changes(backend, volume, tmp_path, caplog):
+    from recokd.package.archive import write_package
 
-    changed = tiny_package(seed=1)  # the same model name, other weights: a re-trained package
-    _labels(changed, backend, volume)
-    now = [p for p in export_cache_dir().iterdir() if not p.name.startswith(".")]
-    assert len(now) == 1 and now[0] != entries[0]
-    assert json.loads((now[0] / MANIFEST_FILE).read_text())["package"] == changed.name
+    def entries() -> list[Path]:
+        return sorted(p for p in export_cache_dir().iterdir() if not p.name.startswith("."))
+
+    path = write_package(tiny_package(seed=0), tmp_path / "model.recokd.zip")
+    first = _labels(load_package(path), backend, volume)
+    (entry,) = entries()
+    assert (entry / ONNX_FILE).is_file()
+    written = (entry / ONNX_FILE).stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="recokd.inference.export_cache"):
+        np.testing.assert_array_equal(_labels(load_package(path), backend, volume), first)
+    assert any("reused" in r.getMessage() for r in caplog.records)
+    assert (entry / ONNX_FILE).stat().st_mtime_ns == written
+
+    write_package(tiny_package(seed=1), path, overwrite=True)  # the same file re-trained: other weights
+    _labels(load_package(path), backend, volume)
+    (refreshed,) = entries()
+    assert refreshed != entry
+
+    other = write_package(tiny_package(seed=2), tmp_path / "other" / "model.recokd.zip")  # same name, other file
+    _labels(load_package(other), backend, volume)
+    assert len(entries()) == 2 and refreshed in entries()
+    manifests = [json.loads((e / MANIFEST_FILE).read_text()) for e in entries()]
+    assert {m["package"] for m in manifests} == {load_package(path).name}
+    assert {m["source"] for m in manifests} == {str(path.resolve()), str(other.resolve())}
 
 
 @pytest.mark.parametrize("damage", ["truncated graph", "edited manifest", "missing manifest"])

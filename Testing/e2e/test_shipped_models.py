@@ -65,3 +65,37 @@ def test_recokd_offers_the_shipped_students_out_of_the_box(tmp_path):
     for package in SHIPPED:
         name = package.name.removesuffix(".recokd.zip")
         assert listed[name]["bundled"] and Path(listed[name]["path"]) == package
+
+
+PHANTOM_TEACHER = MODELS / "phantom-teacher.recokd.zip"
+
+
+def test_the_demo_teacher_is_shipped_small_and_trained_for_the_demo_as_it_is_now():
+    from recokd.demo import DemoConfig
+
+    assert PHANTOM_TEACHER.stat().st_size <= 6 * 1024 * 1024
+    card = load_package(PHANTOM_TEACHER).card
+    assert card["demo_config"] == DemoConfig().to_dict()  # same phantom, sizes and schedules as the demo's
+    assert card["licence"]["training_data"] == "CC0-1.0"
+
+
+def test_the_demo_teacher_segments_all_five_structures_of_the_held_out_phantoms():
+    """The demo's four held-out phantoms (they follow its 16 training cases), segmented again here: every
+    structure above 50 % Dice, and each class's mean within a Dice point of the card's figure."""
+    from recokd.data.phantom import generate_case
+    from recokd.demo import DemoConfig
+
+    config = DemoConfig()
+    model = load_package(PHANTOM_TEACHER)
+    predictor = StudentPredictor(model, device="cpu", mirroring=True, threads=1)
+    names = {label.value: label.name for label in model.labels}
+    scores: dict[str, list[float]] = {name: [] for name in names.values()}
+    for index in range(config.train_cases, config.train_cases + config.test_cases):
+        image, reference = generate_case(config.seed, index, config.phantom).to_sitk()
+        for value, dice in case_metrics(predictor.predict_image(image), reference, list(names)).dice.items():
+            scores[names[value]].append(dice)
+    card = model.card["metrics"]["test_dice_per_class"]
+    for name, values in scores.items():
+        mean = sum(values) / len(values)
+        assert mean > 0.5, name
+        assert abs(mean - card[name]) <= 0.01, name

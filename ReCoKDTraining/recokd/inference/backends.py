@@ -5,8 +5,9 @@ mirroring and resampling stay in PyTorch/NumPy whatever the backend. A backend i
 ``(n, c, *patch) float32 tensor -> (n, heads, *patch) float32 tensor``.
 
 On a laptop CPU the network is most of the time: for a x1/4 CT-plan student (128^3 patch,
-2 threads) OpenVINO's forward pass measured 2.6-3.1x faster than PyTorch eager and ONNX Runtime
-about 1.5x (``benchmarks/cpu_runtime.py`` measures it on the machine at hand). ``auto`` takes
+2 threads) OpenVINO's forward pass measured 2.6x faster than PyTorch eager and ONNX Runtime
+1.9x (``benchmarks/results/cpu_runtime.json``; ``benchmarks/cpu_runtime.py`` measures it on the
+machine at hand). ``auto`` takes
 the fastest one installed on a CPU (OpenVINO, then ONNX Runtime, then PyTorch) and PyTorch on
 a GPU. OpenVINO runs in float32 (``INFERENCE_PRECISION_HINT``): on CPUs with bfloat16 units its
 default would be bfloat16, faster but no longer the network the package describes.

@@ -6,8 +6,9 @@ network, which takes seconds for a student and longer for a teacher, so the expo
 ``$RECOKD_EXPORT_CACHE`` or else ``<installed models folder>/.exports/<digest>/``, where the
 digest is a sha256 over what determines the network: its configuration in the plans, the
 input shape and every weight. A changed package (new weights or plans) gets a new digest,
-and the entries its earlier versions left are removed. Nothing is ever written into the
-package or into the read-only folder of bundled models.
+and the entries that earlier versions of the same package file left are removed (packages
+are told apart by their file, not their name: a demo's three students share one name).
+Nothing is ever written into the package or into the read-only folder of bundled models.
 
 An entry is trusted only when its ``manifest.json`` names the same digest and input shape
 and the ONNX file's sha256 equals the one recorded at export; anything else (a truncated
@@ -87,10 +88,10 @@ def onnx_export(package: ModelPackage, network: torch.nn.Module, input_shape: Se
     except OSError as error:
         log.warning("Cannot write the export cache %s (%s); exporting for this load only.", root, error)
         with tempfile.TemporaryDirectory(prefix="recokd-onnx-") as temporary:
-            yield _export(network, input_shape, Path(temporary), digest, package.name)
+            yield _export(network, input_shape, Path(temporary), digest, package)
         return
     try:
-        _export(network, input_shape, staging, digest, package.name)
+        _export(network, input_shape, staging, digest, package)
         if entry.exists():
             log.warning("Replacing the export cache entry %s: it did not verify.", entry)
             shutil.rmtree(entry, ignore_errors=True)
@@ -101,14 +102,21 @@ def onnx_export(package: ModelPackage, network: torch.nn.Module, input_shape: Se
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _remove_earlier_versions(root, package.name, keep=entry)
+    _remove_earlier_versions(root, _source(package), keep=entry)
     yield entry / ONNX_FILE
 
 
-def _export(network: torch.nn.Module, input_shape: Sequence[int], folder: Path, digest: str, name: str) -> Path:
+def _source(package: ModelPackage) -> str | None:
+    """The package file it was loaded from, resolved; None for a package built in memory."""
+    return str(Path(package.source).resolve()) if package.source is not None else None
+
+
+def _export(network: torch.nn.Module, input_shape: Sequence[int], folder: Path, digest: str, package: ModelPackage
+            ) -> Path:
     """Export ``network`` to ``folder/network.onnx`` and write its manifest; returns the ONNX path."""
     path = folder / ONNX_FILE
     example = torch.zeros((1, *input_shape), dtype=torch.float32)
+    name = package.name
     log.info("Exporting %s to ONNX (once per package)", name)
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -120,7 +128,8 @@ def _export(network: torch.nn.Module, input_shape: Sequence[int], folder: Path, 
     except Exception as error:
         raise RecokdError(f"Cannot export {name}'s network to ONNX ({type(error).__name__}: {error}); "
                           "use --backend torch.") from error
-    manifest = {"format": CACHE_FORMAT, "package": name, "digest": digest, "input_shape": list(input_shape),
+    manifest = {"format": CACHE_FORMAT, "package": name, "source": _source(package), "digest": digest,
+                "input_shape": list(input_shape),
                 "opset": ONNX_OPSET, "torch": torch.__version__, "onnx_sha256": _file_sha256(path)}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
     return path
@@ -141,17 +150,19 @@ def _verified(entry: Path, digest: str, input_shape: Sequence[int]) -> bool:
         return False
 
 
-def _remove_earlier_versions(root: Path, name: str, keep: Path) -> None:
-    """Delete the other entries exported from a package called ``name`` (it has changed since)."""
+def _remove_earlier_versions(root: Path, source: str | None, keep: Path) -> None:
+    """Delete the other entries exported from the package file ``source`` (it has changed since)."""
+    if source is None:
+        return
     for entry in root.iterdir():
         if entry == keep or not entry.is_dir() or entry.name.startswith("."):
             continue
         try:
-            stale = json.loads((entry / MANIFEST_FILE).read_text()).get("package") == name
+            stale = json.loads((entry / MANIFEST_FILE).read_text()).get("source") == source
         except (OSError, ValueError, AttributeError):
             continue
         if stale:
-            log.info("Removing %s's earlier export %s", name, entry)
+            log.info("Removing the earlier export %s of %s", entry, source)
             shutil.rmtree(entry, ignore_errors=True)
 
 
