@@ -223,7 +223,7 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.logic.cancelAll()
+        self.logic.onSceneClose()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -540,6 +540,13 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         """Advance every run; True while any is still active."""
         states = [runner.poll() for runner in self._runners()]
         return any(state in ACTIVE_STATES for state in states)
+
+    def onSceneClose(self) -> None:
+        """Stop what belongs to the closing scene: the segmentation (its volume and result node go
+        with the scene). A distillation, the model listing and a dependency install go on: they
+        do not touch the scene, and killing pip mid-install could leave Slicer's Python broken."""
+        if self.segmentRunner is not None:
+            self.segmentRunner.cancel()
 
     def cancelAll(self, wait: bool = False) -> None:
         """Cancel every run; with ``wait``, until their processes are gone."""

@@ -152,8 +152,10 @@ def commit_segmentation(prepared: PreparedSegmentation, scene, output_node=None,
             raise
         _place_next_to(scene, node, reference)
     if reference is not None:
-        node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+        # The transform first: the reference geometry is the volume's grid mapped through the
+        # volume-to-segmentation transform, which is the identity only once both share it.
         node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
     return node
 
 

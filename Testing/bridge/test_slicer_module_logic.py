@@ -249,3 +249,29 @@ def test_cancel_all_stops_a_running_distillation(logic, module, tmp_path):
 
     assert runner.state is RunnerState.IDLE and runner.cancelled
     assert not logic.poll()
+
+
+def test_closing_the_scene_stops_the_segmentation_but_not_a_distillation_or_an_install(
+        logic, module, app, scene, oblique_volume, package_file):
+    from ReCoKDSegmentLib.runner import Step
+
+    long_runs = {}
+    for name, state in (("distillRunner", RunnerState.RUNNING), ("installRunner", RunnerState.INSTALLING)):
+        runner = logic._newRunner()
+        runner.start([Step([sys.executable, "-c", "import time; time.sleep(120)"], name, state=state)])
+        setattr(logic, name, runner)  # stand-ins for a long distillation and a pip install
+        long_runs[name] = runner
+    segmentation = logic.startSegmentation(oblique_volume, str(package_file), device="cpu", askConfirmation=False)
+    assert logic.isActive(segmentation)
+
+    logic.onSceneClose()
+
+    def segmentation_ended() -> bool:
+        segmentation.poll()
+        return not segmentation.active
+
+    wait_for(segmentation_ended, timeout=60)
+    assert segmentation.cancelled
+    assert all(runner.active and not runner.cancelled for runner in long_runs.values())
+    logic.cancelAll(wait=True)
+    assert not any(runner.active for runner in long_runs.values())

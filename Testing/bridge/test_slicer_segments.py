@@ -9,6 +9,7 @@ from bridge_support import SLICER_CORE_MISSING, phantom_labels
 
 slicer = pytest.importorskip("slicer", reason=SLICER_CORE_MISSING)
 
+import vtk  # noqa: E402
 from ReCoKDSegmentLib.labels import (  # noqa: E402
     CUSTOM_TERMINOLOGY_CONTEXT,
     TERMINOLOGY_CONTEXT,
@@ -181,3 +182,27 @@ def test_seg_nrrd_file_keeps_segments_and_voxels(oblique_volume, tmp_path):
     labelmap = slicer.vtkOrientedImageData()
     node.GetBinaryLabelmapRepresentation(segmentation.GetSegmentIdBySegmentName("Left kidney"), labelmap)
     assert numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).sum() == (phantom_labels() == 1).sum()
+
+
+def _reference_geometry(node) -> str:
+    return node.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["new node", "replaced node"])
+def test_a_volume_under_a_linear_transform_gives_its_own_grid_transformed_once(oblique_volume, scene, replace):
+    """The segmentation sits under the volume's transform, so its reference geometry must be the volume's
+    own grid (in the shared transform's frame), not that grid already moved by the transform."""
+    untransformed = commit_segmentation(prepared_for(oblique_volume), scene, name="no transform")
+    expected = _reference_geometry(untransformed)
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 25.0)
+    matrix.SetElement(1, 3, -12.5)
+    matrix.SetElement(0, 0, 0.0), matrix.SetElement(0, 1, -1.0), matrix.SetElement(1, 0, 1.0), matrix.SetElement(1, 1, 0.0)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Registration")
+    transform.SetMatrixTransformToParent(matrix)
+    oblique_volume.SetAndObserveTransformNodeID(transform.GetID())
+    output = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Earlier result") if replace else None
+    node = commit_segmentation(prepared_for(oblique_volume), scene, output_node=output, name="transformed")
+    assert node.GetTransformNodeID() == transform.GetID()
+    assert _reference_geometry(node) == expected
