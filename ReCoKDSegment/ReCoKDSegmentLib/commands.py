@@ -27,9 +27,18 @@ MS_CA_FORMS = ("gc", "affinity")
 def python_executable() -> str:
     """Slicer's Python launcher (``PythonSlicer``, on PATH inside Slicer), else this interpreter.
 
-    Inside Slicer ``sys.executable`` is the application itself, not a Python interpreter.
+    Inside Slicer ``sys.executable`` is the application itself, not a Python interpreter:
+    starting it with ``-m recokd`` would open a second Slicer. So when ``PythonSlicer`` is
+    missing and this process is a Slicer application, that is an error, as in
+    ``slicer.util._executePythonModule``.
     """
-    return shutil.which("PythonSlicer") or sys.executable
+    launcher = shutil.which("PythonSlicer")
+    if launcher:
+        return launcher
+    if Path(sys.executable).stem.lower().startswith("slicer"):
+        raise FileNotFoundError(f"PythonSlicer executable not found next to {sys.executable} or on PATH; "
+                                "reinstall Slicer")
+    return sys.executable
 
 
 def recokd_launcher(python: str | None = None) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from ReCoKDSegmentLib.commands import (
     models_add_command,
     models_list_command,
     parse_models_list,
+    python_executable,
     recokd_launcher,
     segment_command,
 )
@@ -139,6 +141,20 @@ def test_constraints_pin_installed_packages_only():
     versions = installed_versions(["numpy", "surely-not-installed-package"])
     assert versions["surely-not-installed-package"] is None
     assert re.match(r"\d+\.\d+", versions["numpy"])
+
+
+def test_inside_the_slicer_application_without_pythonslicer_the_launcher_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no PythonSlicer on it
+    monkeypatch.setattr(sys, "executable", "/opt/Slicer-5.10.0/bin/SlicerApp-real")
+    with pytest.raises(FileNotFoundError, match="PythonSlicer executable not found"):
+        python_executable()
+    python_slicer = tmp_path / "PythonSlicer"
+    python_slicer.write_text("#!/bin/sh\n")
+    python_slicer.chmod(0o755)
+    assert python_executable() == str(python_slicer)
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3.12")
+    python_slicer.unlink()
+    assert python_executable() == "/usr/bin/python3.12"  # a plain Python (tests, the console API outside Slicer)
 
 
 def test_pip_command_installs_the_package_folder_with_its_cpu_runtime_under_the_constraints():
