@@ -92,14 +92,15 @@ def onnx_export(package: ModelPackage, network: torch.nn.Module, input_shape: Se
         return
     try:
         _export(network, input_shape, staging, digest, package)
-        if entry.exists():
-            log.warning("Replacing the export cache entry %s: it did not verify.", entry)
-            shutil.rmtree(entry, ignore_errors=True)
-        try:
-            os.replace(staging, entry)
-        except OSError:
-            if not _verified(entry, digest, input_shape):  # another process may have just written it
-                raise
+        if not _verified(entry, digest, input_shape):  # else another process (a job array's part) just wrote it
+            if entry.exists():
+                log.warning("Replacing the export cache entry %s: it did not verify.", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+            try:
+                os.replace(staging, entry)
+            except OSError:
+                if not _verified(entry, digest, input_shape):
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _remove_earlier_versions(root, _source(package), keep=entry)
