@@ -83,7 +83,7 @@ class PhantomConfig:
     deformation: float = 0.06  # amplitude of the smooth displacement, normalised units
     noise_hu: tuple[float, float] = (10.0, 25.0)
     # Cross-section of the adrenal gland and the vessel relative to the table above: at 40^3 the
-    # vessel's default radius is under one voxel; the demo's 2 keeps both tiny (0.15-0.4 % of the
+    # vessel's default radius is under one voxel; the demo's 2 keeps both tiny (0.15-0.3 % of the
     # volume each) but several voxels across.
     small_structure_scale: float = 1.0
 
