@@ -63,7 +63,7 @@ def ct_plan_package(template: Path, width: Fraction, seed: int = 0):
     plans = copy.deepcopy(base.plans)
     configuration = plans["configurations"][base.configuration]
     configuration["architecture"]["arch_kwargs"].update(copy.deepcopy(CT_ARCHITECTURE))
-    configuration.update(patch_size=list(CT_PATCH), spacing=list(CT_SPACING), batch_size=2)
+    configuration.update(patch_size=list(CT_PATCH), spacing=list(CT_SPACING))
     plans["transpose_forward"] = plans["transpose_backward"] = [0, 1, 2]
     if width != 1:
         plans = derive_student_plans(plans, base.configuration, width)

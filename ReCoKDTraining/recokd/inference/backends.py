@@ -7,9 +7,8 @@ mirroring and resampling stay in PyTorch/NumPy whatever the backend. A backend i
 On a laptop CPU the network is most of the time: for a x1/4 CT-plan student (128^3 patch,
 2 threads) OpenVINO's forward pass measured 2.6x faster than PyTorch eager and ONNX Runtime
 1.9x (``benchmarks/results/cpu_runtime.json``; ``benchmarks/cpu_runtime.py`` measures it on the
-machine at hand). ``auto`` takes
-the fastest one installed on a CPU (OpenVINO, then ONNX Runtime, then PyTorch) and PyTorch on
-a GPU. OpenVINO runs in float32 (``INFERENCE_PRECISION_HINT``): on CPUs with bfloat16 units its
+machine at hand). ``auto`` takes the fastest one installed on a CPU (OpenVINO, then ONNX
+Runtime, then PyTorch) and PyTorch on a GPU. OpenVINO runs in float32 (``INFERENCE_PRECISION_HINT``): on CPUs with bfloat16 units its
 default would be bfloat16, faster but no longer the network the package describes.
 
 Both runtimes read the ONNX export of the package's network (:mod:`.export_cache`): exported
@@ -27,26 +26,32 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from recokd.errors import RecokdError
 
+if TYPE_CHECKING:
+    from recokd.package.model import ModelPackage
+
 log = logging.getLogger(__name__)
 
 BACKEND_CHOICES = ("auto", "torch", "openvino", "onnxruntime")
 CPU_PREFERENCE = ("openvino", "onnxruntime", "torch")  # fastest first, as measured on 2-core CPUs
 INSTALL_HINT = {"openvino": "pip install 'recokd[openvino]'", "onnxruntime": "pip install 'recokd[onnxruntime]'"}
-_RUNTIME_MODULE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 _MEMORY_WORDS = ("bad_alloc", "out of memory", "failed to allocate", "cannot allocate")
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 def installed_backends() -> list[str]:
-    """The backends this environment can run, in :data:`CPU_PREFERENCE` order (torch always)."""
-    return [name for name in CPU_PREFERENCE if name == "torch" or importlib.util.find_spec(_RUNTIME_MODULE[name])]
+    """The backends this environment can run, in :data:`CPU_PREFERENCE` order (torch always).
+
+    A backend's name is the name of its Python module.
+    """
+    return [name for name in CPU_PREFERENCE if name == "torch" or importlib.util.find_spec(name)]
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
@@ -102,7 +107,7 @@ class OnnxRuntimeForward:
 RUNTIME_FORWARD = {"openvino": OpenVINOForward, "onnxruntime": OnnxRuntimeForward}
 
 
-def make_forward(backend: str, network: torch.nn.Module, package, input_shape: tuple[int, ...],
+def make_forward(backend: str, network: torch.nn.Module, package: ModelPackage, input_shape: tuple[int, ...],
                  threads: int | None) -> Forward:
     """The forward pass of ``package``'s ``network`` (eval mode) on ``backend`` (resolved, not ``auto``).
 
