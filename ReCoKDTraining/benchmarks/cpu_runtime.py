@@ -8,10 +8,13 @@ Two measurements on the machine at hand, with ``--threads`` CPU threads (default
    calls after one warm-up, the speed-up against PyTorch eager, and the share of voxels whose
    argmax equals PyTorch's.
 2. **End to end.** The student segments a CT-sized volume (512 x 512 x 120 and x 300 slices at
-   0.8 x 0.8 x 2.5 mm, written to a NIfTI file first) with PyTorch and with the fastest
-   backend, each in a fresh process: read, preprocessing (to the plans' 1.5 mm), prediction
-   (no mirroring: the ``--fast`` setting), resampling back and writing, timed separately from
-   the predictor's progress events; plus the process's peak resident memory.
+   0.8 x 0.8 x 2.5 mm, written to a NIfTI file first), each run in a fresh process: read,
+   preprocessing (to the plans' 1.5 mm), prediction (no mirroring: the ``--fast`` setting),
+   resampling back and writing, timed separately from the predictor's progress events; plus
+   the process's peak resident memory. Three runs per volume: PyTorch with nnU-Net's scipy
+   resampling back (the path before the CPU work), PyTorch, and the fastest backend, both with
+   the PyTorch resampling (the default); and the share of voxels whose label the two
+   resamplings agree on.
 
 The networks have seeded random weights in a package built from the shipped phantom
 teacher's plans (its CT normalisation and five structures): time and memory depend on the
@@ -47,6 +50,7 @@ CT_ARCHITECTURE = {
 CT_PATCH = [128, 128, 128]
 CT_SPACING = [1.5, 1.5, 1.5]
 VOLUME_SPACING = (0.8, 0.8, 2.5)  # (x, y, z) mm: a typical abdominal CT series
+BEFORE = "torch, nnU-Net resampling"  # the end-to-end path before the CPU work: PyTorch and scipy
 TEMPLATE = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "phantom-teacher.recokd.zip"
 
 
@@ -115,7 +119,8 @@ def end_to_end_worker(spec: dict) -> dict:
     from recokd.inference.predictor import StudentPredictor
 
     package = ct_plan_package(Path(spec["template"]), Fraction(1, 4))
-    predictor = StudentPredictor(package, device="cpu", mirroring=False, threads=spec["threads"], backend=spec["backend"])
+    predictor = StudentPredictor(package, device="cpu", mirroring=False, threads=spec["threads"], backend=spec["backend"],
+                                 resampling=spec["resampling"])
     warm = sitk.Image([64, 64, 40], sitk.sitkInt16)
     warm.SetSpacing(VOLUME_SPACING)
     predictor.predict_image(warm)  # untimed: first-call allocations and kernel choices
@@ -134,14 +139,14 @@ def end_to_end_worker(spec: dict) -> dict:
     finished = time.perf_counter()
     bounds = [("reading", started), *marks, ("end", finished)]
     stages = {name: round(bounds[i + 1][1] - t, 3) for i, (name, t) in enumerate(bounds[:-1])}
-    return {"backend": predictor.backend, "stages_seconds": stages, "total_seconds": round(finished - started, 3),
+    return {"backend": predictor.backend, "resampling": predictor.resampling, "stages_seconds": stages, "total_seconds": round(finished - started, 3),
             "peak_rss_bytes": peak_rss_bytes()}
 
 
 def _in_fresh_process(spec: dict) -> dict:
     result = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"end-to-end worker {spec['backend']} failed:\n{result.stderr[-3000:]}")
+        raise SystemExit(f"end-to-end worker {spec['run']} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -154,6 +159,15 @@ def write_volume(path: Path, slices: int) -> None:
     sitk.WriteImage(image, str(path), True)
 
 
+def label_agreement(first: Path, second: Path) -> float:
+    """The share of voxels with the same label in two label files of one volume."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    a, b = (sitk.GetArrayViewFromImage(sitk.ReadImage(str(path))) for path in (first, second))
+    return float(np.mean(a == b))
+
+
 def markdown(result: dict) -> str:
     lines = [f"# CPU runtime ({result['settings']['threads']} threads, {result['machine']['cpu']})", "",
              "## Forward pass, one 128^3 patch (CT plan)", "",
@@ -163,12 +177,12 @@ def markdown(result: dict) -> str:
             lines.append(f"| {model} | {measured['parameters']:,} | {backend} | {row['seconds']:.3f} | "
                          f"{row['speedup_vs_torch']:.2f}x | {100 * row['argmax_agreement_with_torch']:.3f} % |")
     lines += ["", "## End to end, x1/4 student, no mirroring", "",
-              "| volume | backend | read | preprocessing | prediction | resampling back | write | total | peak RSS |",
+              "| volume | run | read | preprocessing | prediction | resampling back | write | total | peak RSS |",
               "|---|---|---|---|---|---|---|---|---|"]
     for volume, runs in result["end_to_end"].items():
-        for backend, run in runs.items():
+        for name, run in runs.items():
             s = run["stages_seconds"]
-            lines.append(f"| {volume} | {backend} | {s.get('reading', 0):.1f} s | {s.get('preprocessing', 0):.1f} s | "
+            lines.append(f"| {volume} | {name} | {s.get('reading', 0):.1f} s | {s.get('preprocessing', 0):.1f} s | "
                          f"{s.get('predicting', 0):.1f} s | {s.get('resampling', 0):.1f} s | {s.get('writing', 0):.1f} s"
                          f" | {run['total_seconds']:.1f} s | {run['peak_rss_bytes'] / 2**30:.2f} GiB |")
     lines += ["", "## Ratios (this run)", ""]
@@ -182,7 +196,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     models = list(result["forward"])
     backends = list(result["forward"][models[0]]["backends"])
     width = 0.8 / len(backends)
@@ -194,8 +208,8 @@ def plot(result: dict, path: Path) -> None:
     left.set_ylabel("seconds per 128³ patch")
     left.set_title("Forward pass")
     left.legend()
-    rows = [(f"{volume}\n{backend}", run["stages_seconds"]) for volume, runs in result["end_to_end"].items()
-            for backend, run in runs.items()]
+    rows = [(f"{volume}\n{name}", run["stages_seconds"]) for volume, runs in result["end_to_end"].items()
+            for name, run in runs.items()]
     stages = ["reading", "preprocessing", "predicting", "resampling", "writing"]
     bottom = [0.0] * len(rows)
     for stage in stages:
@@ -232,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RECOKD_EXPORT_CACHE"] = str(Path(scratch.name) / "exports")  # the user's cache stays untouched
     backends = ["torch"] + [b for b in installed_backends() if b != "torch"]
     fastest_other = backends[1] if len(backends) > 1 else "torch"
+    runs = list(dict.fromkeys([(BEFORE, "torch", "nnunet"), ("torch", "torch", "torch"),
+                               (fastest_other, fastest_other, "torch")]))
     result = {"benchmark": "cpu_runtime",
               "settings": {"threads": args.threads, "repeats": args.repeats, "patch": CT_PATCH,
                            "architecture": CT_ARCHITECTURE, "target_spacing_mm": CT_SPACING,
@@ -239,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                            "weights": "seeded random init (time and memory depend on the architecture only)"},
               "machine": {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
                           "torch": torch.__version__, "backends": backends},
-              "forward": {}, "end_to_end": {}}
+              "forward": {}, "end_to_end": {}, "resampling_label_agreement": {}}
     for name, width in (("teacher", Fraction(1)), ("student x1/4", Fraction(1, 4))):
         print(f"forward pass: {name} on {', '.join(backends)}", flush=True)
         result["forward"][name] = forward_times(ct_plan_package(args.template, width), backends, args.threads,
@@ -250,18 +266,24 @@ def main(argv: list[str] | None = None) -> int:
             write_volume(volume, slices)
             key = f"512x512x{slices}"
             result["end_to_end"][key] = {}
-            for backend in dict.fromkeys(["torch", fastest_other]):
-                print(f"end to end: {key} with {backend}", flush=True)
-                spec = {"template": str(args.template), "volume": str(volume), "threads": args.threads,
-                        "backend": backend, "output": str(Path(folder) / f"labels_{slices}_{backend}.nii.gz")}
-                result["end_to_end"][key][backend] = _in_fresh_process(spec)
+            outputs = {}
+            for name, backend, resampling in runs:
+                print(f"end to end: {key}, {name}", flush=True)
+                outputs[name] = Path(folder) / f"labels_{slices}_{len(outputs)}.nii.gz"
+                spec = {"run": name, "template": str(args.template), "volume": str(volume), "threads": args.threads,
+                        "backend": backend, "resampling": resampling, "output": str(outputs[name])}
+                result["end_to_end"][key][name] = _in_fresh_process(spec)
+            result["resampling_label_agreement"][key] = label_agreement(outputs[BEFORE], outputs["torch"])
     student = result["forward"]["student x1/4"]["backends"]
     ratios = {f"student forward, torch / {b}": student[b]["speedup_vs_torch"] for b in backends[1:]}
-    for key, runs in result["end_to_end"].items():
-        if fastest_other in runs and fastest_other != "torch":
-            ratios[f"end to end {key}, torch / {fastest_other}"] = round(
-                runs["torch"]["total_seconds"] / runs[fastest_other]["total_seconds"], 3)
-        ratios[f"peak RSS {key} ({fastest_other}), GiB"] = round(runs[fastest_other]["peak_rss_bytes"] / 2**30, 3)
+    for key, measured in result["end_to_end"].items():
+        before, fastest = measured[BEFORE]["total_seconds"], measured[fastest_other]["total_seconds"]
+        ratios[f"end to end {key}, {BEFORE} / {fastest_other}"] = round(before / fastest, 3)
+        ratios[f"resampling back {key}, nnU-Net's / PyTorch's (both torch backend)"] = round(
+            measured[BEFORE]["stages_seconds"]["resampling"] / measured["torch"]["stages_seconds"]["resampling"], 3)
+        ratios[f"labels equal between the two resamplings {key}, %"] = round(
+            100 * result["resampling_label_agreement"][key], 4)
+        ratios[f"peak RSS {key} ({fastest_other}), GiB"] = round(measured[fastest_other]["peak_rss_bytes"] / 2**30, 3)
     result["ratios"] = ratios
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "cpu_runtime.json").write_text(json.dumps(result, indent=2))

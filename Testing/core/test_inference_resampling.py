@@ -105,7 +105,7 @@ def test_predictor_labels_unchanged_on_an_anisotropic_volume(monkeypatch):
     package = tiny_package(seed=3)
     image = oblique_volume(size_xyz=(30, 26, 10), spacing=(0.8, 1.1, 2.5))  # 2.5 / 0.8 > 3: separate z
     array, spacing = sitk.GetArrayFromImage(image), image.GetSpacing()
-    predictor = StudentPredictor(package, device="cpu", mirroring=False, threads=1)
+    predictor = StudentPredictor(package, device="cpu", mirroring=False, threads=1, resampling="nnunet")
 
     separate_z_calls = []
     bounded_fn = resampling.resample_data_or_seg
@@ -124,6 +124,21 @@ def test_predictor_labels_unchanged_on_an_anisotropic_volume(monkeypatch):
     assert len(separate_z_calls) == 5
     assert len(np.unique(expected)) > 1
     assert bounded.dtype == expected.dtype and np.array_equal(bounded, expected)
+
+
+def test_torch_resampling_agrees_with_nnunets_on_an_anisotropic_volume():
+    """The predictor's default (PyTorch) resampling against nnU-Net's arithmetic, same network and logits."""
+    package = tiny_package(seed=3)
+    image = oblique_volume(size_xyz=(30, 26, 10), spacing=(0.8, 1.1, 2.5))  # separate z, several slices picked
+    array, spacing = sitk.GetArrayFromImage(image), image.GetSpacing()
+    fast = StudentPredictor(package, device="cpu", backend="torch", mirroring=False, threads=1)
+    assert fast.resampling == "torch"
+    labels = fast.predict_array(array, spacing)
+    exact = StudentPredictor(package, device="cpu", backend="torch", mirroring=False, threads=1, resampling="nnunet")
+    expected = exact.predict_array(array, spacing)
+    assert labels.dtype == expected.dtype and labels.shape == expected.shape
+    assert len(np.unique(expected)) > 1
+    assert np.mean(labels == expected) >= 0.999
 
 
 @pytest.mark.parametrize("is_seg, order, order_z", [(False, 3, 0), (False, 1, 1)])

@@ -77,7 +77,8 @@ def test_labels_equal_nnunets_own_file_based_prediction(package, volume, tmp_pat
         torch.set_num_threads(threads)
     expected = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "nnunet" / "case.nii.gz")))
 
-    ours = StudentPredictor(package, device="cpu", backend="torch", mirroring=True, threads=1).predict_image(
+    ours = StudentPredictor(package, device="cpu", backend="torch", mirroring=True, threads=1,
+                            resampling="nnunet").predict_image(
         sitk.ReadImage(str(image_file))
     )
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), expected)

@@ -122,6 +122,23 @@ def test_a_plain_label_map_format_holds_the_same_labels(package_file, volume, tm
     assert labels.GetSpacing() == pytest.approx(volume.GetSpacing()) and labels.GetPixelID() == sitk.sitkUInt8
 
 
+def test_resampling_flag_picks_the_path_back_to_the_input_grid(package_file, volume, tmp_path, monkeypatch, capsys):
+    from recokd.inference import label_map
+
+    def torch_path(*args, **kwargs):
+        raise RuntimeError("the PyTorch resampling ran")
+
+    monkeypatch.setattr(label_map, "resampled_argmax", torch_path)
+    source = write_volume(volume, tmp_path / "ct.nii.gz")
+    common = _segment(package_file, "-i", str(source), "--progress", "none", "--backend", "torch")
+    assert main([*common, "-o", str(tmp_path / "nnunet.nii.gz"), "--resampling", "nnunet"]) == 0
+    with pytest.raises(RuntimeError, match="the PyTorch resampling ran"):  # the default
+        main([*common, "-o", str(tmp_path / "torch.nii.gz")])
+    with pytest.raises(SystemExit):
+        main([*common, "-o", str(tmp_path / "other.nii.gz"), "--resampling", "cubic"])
+    assert "invalid choice: 'cubic'" in capsys.readouterr().err
+
+
 def test_batch_json_result_lists_every_case(package_file, volume, tmp_path, capsys):
     (tmp_path / "in").mkdir()
     for name in ("a.nii.gz", "b.nii.gz"):

@@ -20,6 +20,7 @@ from recokd.device import DEVICE_CHOICES
 from recokd.errors import CancelledError, no_space_error
 from recokd.inference.backends import BACKEND_CHOICES
 from recokd.inference.image_io import OUTPUT_SUFFIXES
+from recokd.inference.label_map import RESAMPLING_CHOICES
 from recokd.inference.progress import (
     BarReporter,
     CancelToken,
@@ -50,6 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="runtime of the network on the CPU: auto picks the fastest installed (OpenVINO, then ONNX "
                    "Runtime, then PyTorch), and PyTorch on a GPU (default auto)")
+    p.add_argument("--resampling", choices=RESAMPLING_CHOICES, default="torch",
+                   help="resampling of the logits back to the input grid: torch (nnU-Net's linear resampling as "
+                   "PyTorch ops, fast; equal up to float32 ties) or nnunet (nnU-Net's scipy arithmetic, bit for bit)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's choice)")
     p.add_argument("--fast", action="store_true", help="no test-time mirroring: up to 8x faster, slightly less accurate")
     p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch (default 0.5)")
@@ -148,7 +152,7 @@ def _segment(args, reporter: Reporter, token: CancelToken, done: list[dict]) -> 
     report("loading", 0.0, f"loading model {args.model}")
     package = load_package(resolve_model(args.model, args.models_dir))
     predictor = StudentPredictor(package, args.device, mirroring=not args.fast, tile_step=args.step, threads=args.threads,
-                                 backend=args.backend)
+                                 backend=args.backend, resampling=args.resampling)
     lines = [f"Segmented {count} volume(s) with {package.name} on {predictor.device} ({predictor.backend}):"]
     for index, job in enumerate(jobs):
         token.raise_if_cancelled()

@@ -3,8 +3,9 @@
 Everything numerical is nnU-Net's: preprocessing (crop to non-zero, normalisation, resampling
 to the plans' spacing), the Gaussian-weighted sliding window with optional mirroring (run in
 batches of tiles and mirrored copies by :mod:`.sliding_window`, same arithmetic), and the
-resampling of logits back to the input grid (nnU-Net's default resampling through
-:mod:`.resampling`, same arrays without full-volume coordinate grids). This module adds what a
+resampling of logits back to the input grid (nnU-Net's default linear resampling run as PyTorch
+ops by :mod:`.torch_resampling`, or nnU-Net's own scipy arithmetic through :mod:`.resampling`
+when asked, same arrays without full-volume coordinate grids). This module adds what a
 GUI and a command line need around it: progress per batch of tiles, cancelling between
 batches, a cheaper retry when memory runs out, input checks with messages a user can act on,
 and labels in the input's exact geometry.
@@ -12,7 +13,7 @@ and labels in the input's exact geometry.
 The array path follows ``nnUNetPredictor.predict_single_npy_array`` (no worker processes),
 with the input converted exactly as nnU-Net's ``SimpleITKIO`` reader converts a file, so the
 labels equal nnU-Net's own file-based prediction wherever its logits are not tied to within
-floating-point rounding.
+floating-point rounding (with ``resampling="nnunet"``: bit for bit at one patch per pass).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from recokd.device import resolve_device
 from recokd.errors import RecokdError
 from recokd.inference.backends import Forward, make_forward, resolve_backend
 from recokd.inference.image_io import labels_like, volume_array
-from recokd.inference.label_map import logits_to_labels
+from recokd.inference.label_map import RESAMPLING_CHOICES, logits_to_labels
 from recokd.inference.progress import CancelToken, ProgressCallback, StageProgress, raise_if_cancelled
 from recokd.inference.sliding_window import batched_tile_predictor_class, samples_per_forward
 from recokd.inference.validation import channels_first, check_finite, nnunet_spacing
@@ -49,7 +50,9 @@ class StudentPredictor:
     default; larger is faster and coarser). ``threads``: CPU threads for PyTorch during a call
     (default: PyTorch's setting, restored afterwards) and for the CPU runtimes. ``backend``: the
     runtime of the network's forward pass (:mod:`.backends`): ``"auto"`` (the fastest installed
-    on a CPU, PyTorch on a GPU), ``"torch"``, ``"openvino"`` or ``"onnxruntime"``.
+    on a CPU, PyTorch on a GPU), ``"torch"``, ``"openvino"`` or ``"onnxruntime"``. ``resampling``
+    of the logits back to the input grid (:mod:`.label_map`): ``"torch"`` (fast, equal up to
+    float32 ties) or ``"nnunet"`` (nnU-Net's scipy arithmetic, bit for bit).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class StudentPredictor:
         tile_step: float = 0.5,
         threads: int | None = None,
         backend: str = "auto",
+        resampling: str = "torch",
     ) -> None:
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -70,7 +74,10 @@ class StudentPredictor:
             raise RecokdError(f"Tile step must be in (0, 1], got {tile_step}.")
         if threads is not None and threads < 1:
             raise RecokdError(f"Thread count must be at least 1, got {threads}.")
+        if resampling not in RESAMPLING_CHOICES:
+            raise RecokdError(f"Unknown resampling {resampling!r}; choose one of {', '.join(RESAMPLING_CHOICES)}.")
         self.package = package
+        self.resampling = resampling
         self.threads = threads
         device = resolve_device(str(device))
         plans_manager = PlansManager(package.plans)
@@ -183,6 +190,7 @@ class StudentPredictor:
                 nnunet.label_manager,
                 cancel=cancel,
                 on_class=lambda done, total: report("resampling", done / total, f"class {done}/{total}"),
+                resampling=self.resampling,
             )
         return labels
 

@@ -91,10 +91,10 @@ def resample_data_or_seg(
         plane = _resized_planes(np.moveaxis(data[c], axis, 0), resize_plane)
         target = np.moveaxis(output[c], axis, 0)
         if order_z == 0 or source_length == target_length:  # equal lengths: nnU-Net keeps the slices as resized
-            for k, i in enumerate(_nearest_slices(source_length, target_length)):
+            for k, i in enumerate(nearest_slices(source_length, target_length)):
                 target[k] = plane(i)
         else:
-            for k, (lo, hi, w_lo, w_hi) in enumerate(zip(*_linear_slices(source_length, target_length))):
+            for k, (lo, hi, w_lo, w_hi) in enumerate(zip(*linear_slices(source_length, target_length))):
                 _blend_into(target[k], plane(lo), plane(hi), w_lo, w_hi, is_seg)
     return output
 
@@ -133,7 +133,7 @@ def _source_coordinates(source_length: int, target_length: int) -> np.ndarray:
     return float(source_length) / target_length * (np.arange(target_length) + 0.5) - 0.5
 
 
-def _nearest_slices(source_length: int, target_length: int) -> np.ndarray:
+def nearest_slices(source_length: int, target_length: int) -> np.ndarray:
     """The source slice of each output slice for ``map_coordinates(order=0, mode="nearest")``.
 
     scipy rounds half up (``floor(x + 0.5)``) and clamps the index to the array.
@@ -142,7 +142,7 @@ def _nearest_slices(source_length: int, target_length: int) -> np.ndarray:
     return np.clip(nearest, 0, source_length - 1).astype(np.intp)
 
 
-def _linear_slices(source_length: int, target_length: int) -> tuple[np.ndarray, ...]:
+def linear_slices(source_length: int, target_length: int) -> tuple[np.ndarray, ...]:
     """``(lo, hi, w_lo, w_hi)`` per output slice for ``map_coordinates(order=1, mode="nearest")``.
 
     As scipy does it: the weights come from the unclamped coordinate (``w_lo = 1 - frac``,
