@@ -7,8 +7,9 @@ anisotropic, of every slice in-plane, then along that axis whole slices are pick
 centres and holds the edge value beyond the border; so does
 ``torch.nn.functional.interpolate(mode="bilinear"/"trilinear", align_corners=False)``, in float32
 instead of float64 and on all of PyTorch's threads. The labels equal nnU-Net's except where two
-classes' resampled logits are within float32 rounding of each other (tested on the phantom
-teacher: ``Testing/core/test_torch_resampling.py``); ``benchmarks/cpu_runtime.py`` times both.
+classes' resampled logits are within float32 rounding of each other (``Testing/core/
+test_predictor_label_map.py`` checks every differing voxel; ``e2e/test_shipped_models.py``
+compares both on the phantom teacher); ``benchmarks/cpu_runtime.py`` times both.
 
 Argmax before resampling, where it changes nothing: picking whole slices commutes with the
 argmax, so with ``order_z=0`` each class is resized in-plane only on the distinct source slices
