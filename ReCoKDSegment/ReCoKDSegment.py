@@ -22,31 +22,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from ReCoKDSegmentLib.commands import (
-    BACKENDS,
-    DEVICES,
-    KD_MODES,
-    MS_CA_FORMS,
-    STUDENT_WIDTHS,
-    DistillParameters,
-    ModelInfo,
-    distill_command,
-    models_add_command,
-    models_list_command,
-    parse_models_list,
-    python_executable,
-    recokd_launcher,
-)
-from ReCoKDSegmentLib.dependencies import (
-    bundled_models_environment,
-    bundled_version,
-    constraints_text,
-    find_training_package,
-    installed_versions,
-    pip_install_command,
-    stage_training_package,
-)
-from ReCoKDSegmentLib.runner import ACTIVE_STATES, ProcessRunner, RunnerState, Step, progress_text
+from ReCoKDSegmentLib.compatibility import version_floor_message
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -59,11 +35,43 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+#: Why this Slicer cannot run the module (``None`` when it can). Checked before anything that
+#: needs Python 3.10 is imported: below the floor the panel shows this text instead of a traceback.
+VERSION_FLOOR_MESSAGE = version_floor_message((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
+
+if VERSION_FLOOR_MESSAGE is None:  # the Lib needs Python 3.10
+    from ReCoKDSegmentLib.commands import (
+        BACKENDS,
+        DEVICES,
+        KD_MODES,
+        MS_CA_FORMS,
+        STUDENT_WIDTHS,
+        DistillParameters,
+        ModelInfo,
+        distill_command,
+        models_add_command,
+        models_list_command,
+        parse_models_list,
+        python_executable,
+        recokd_launcher,
+    )
+    from ReCoKDSegmentLib.dependencies import (
+        bundled_models_environment,
+        bundled_version,
+        constraints_text,
+        find_training_package,
+        installed_versions,
+        pip_install_command,
+        stage_training_package,
+    )
+    from ReCoKDSegmentLib.runner import ACTIVE_STATES, ProcessRunner, RunnerState, Step, progress_text
+
 #: torch version the PyTorch extension is asked for when torch is missing.
 TORCH_REQUIREMENT = ">=2.3"
 ADD_MODEL_ITEM = "__add_model__"
 #: ReCoKDSegmentLib modules in dependency order (reloaded with the module by "Reload").
-LIB_MODULES = ("geometry", "labels", "volumes", "segmentations", "runner", "commands", "dependencies", "jobs")
+LIB_MODULES = ("compatibility", "geometry", "labels", "terminology", "volumes", "segmentations", "runner", "commands",
+               "dependencies", "jobs")
 
 
 class ReCoKDSegmentError(Exception):
@@ -96,7 +104,7 @@ logic = ReCoKDSegmentLogic()
 seg = logic.segment(volumeNode, model="phantom", device="auto")
 logic.segmentFiles("/data/cases", "/data/results", outputFormat="seg.nrrd")</pre>
 The <b>Distil a student</b> section trains a new student from a trained nnU-Net model
-(GPU recommended) and adds it to the model list.
+(GPU recommended) and adds it to the model list. Needs Slicer 5.10 or newer.
 """)
         self.parent.acknowledgementText = _("""
 ReCo-KD: region- and context-aware knowledge distillation for efficient 3D medical image
@@ -115,38 +123,41 @@ these models are research tools, not medical devices.
 #
 
 
-@parameterNodeWrapper
-class ReCoKDSegmentParameterNode:
-    """Everything the user chose, saved with the scene.
+if VERSION_FLOOR_MESSAGE is None:  # its choices come from the Lib
 
-    inputVolume - the volume to segment.
-    model - installed model name or model package path, as ``recokd segment -m`` takes it.
-    device - "auto" (GPU if available), "cpu" or "cuda".
-    fast - faster inference (no test-time mirroring), slightly less accurate.
-    backend - the network's CPU runtime: "auto" (the fastest installed), "torch", "openvino", "onnxruntime".
-    outputSegmentation - a segmentation to replace; None creates a new one (the default).
-    resultSegmentation - the latest result (for "Show 3D").
-    The remaining parameters are the distillation panel's, see ``recokd distill --help``.
-    """
+    @parameterNodeWrapper
+    class ReCoKDSegmentParameterNode:
+        """Everything the user chose, saved with the scene.
 
-    inputVolume: vtkMRMLScalarVolumeNode
-    model: str = ""
-    device: Annotated[str, Choice(DEVICES)] = "auto"
-    fast: bool = False
-    backend: Annotated[str, Choice(BACKENDS)] = "auto"
-    outputSegmentation: vtkMRMLSegmentationNode
-    resultSegmentation: vtkMRMLSegmentationNode
-    teacherFolder: Path
-    dataset: str = ""
-    studentWidth: Annotated[str, Choice(STUDENT_WIDTHS)] = "1/4"
-    fold: Annotated[int, WithinRange(0, 4)] = 0
-    epochs: Annotated[int, WithinRange(1, 10000)] = 250
-    kdMode: Annotated[str, Choice(KD_MODES)] = "recokd"
-    msCaForm: Annotated[str, Choice(MS_CA_FORMS)] = "gc"
-    kdWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.01
-    distillDevice: Annotated[str, Choice(DEVICES)] = "auto"
-    gpuCount: Annotated[int, WithinRange(1, 16)] = 1
-    workFolder: Path = Path.home() / "ReCoKD-distill"
+        inputVolume - the volume to segment.
+        model - installed model name or model package path, as ``recokd segment -m`` takes it.
+        device - "auto" (GPU if available), "cpu" or "cuda".
+        fast - faster inference (no test-time mirroring), slightly less accurate.
+        backend - the network's CPU runtime: "auto" (the fastest installed), "torch", "openvino", "onnxruntime".
+        outputSegmentation - a segmentation to replace; None creates a new one (the default).
+        resultSegmentation - the latest result (for "Show 3D").
+        The remaining parameters are the distillation panel's, see ``recokd distill --help``;
+        the teacher folder starts at nnU-Net's results folder (``$nnUNet_results``) or the home folder.
+        """
+
+        inputVolume: vtkMRMLScalarVolumeNode
+        model: str = ""
+        device: Annotated[str, Choice(DEVICES)] = "auto"
+        fast: bool = False
+        backend: Annotated[str, Choice(BACKENDS)] = "auto"
+        outputSegmentation: vtkMRMLSegmentationNode
+        resultSegmentation: vtkMRMLSegmentationNode
+        teacherFolder: Path = Path(os.environ.get("nnUNet_results") or Path.home())
+        dataset: str = ""
+        studentWidth: Annotated[str, Choice(STUDENT_WIDTHS)] = "1/4"
+        fold: Annotated[int, WithinRange(0, 4)] = 0
+        epochs: Annotated[int, WithinRange(1, 10000)] = 250
+        kdMode: Annotated[str, Choice(KD_MODES)] = "recokd"
+        msCaForm: Annotated[str, Choice(MS_CA_FORMS)] = "gc"
+        kdWeight: Annotated[float, WithinRange(0.0, 10.0)] = 0.01
+        distillDevice: Annotated[str, Choice(DEVICES)] = "auto"
+        gpuCount: Annotated[int, WithinRange(1, 16)] = 1
+        workFolder: Path = Path.home() / "ReCoKD-distill"
 
 
 #
@@ -171,6 +182,12 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if VERSION_FLOOR_MESSAGE is not None:
+            label = qt.QLabel(VERSION_FLOOR_MESSAGE)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/ReCoKDSegment.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -200,13 +217,23 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onRefreshModels()
 
     def cleanup(self) -> None:
-        """Called when the application closes and the module widget is destroyed."""
-        self._pollTimer.stop()
-        self.logic.cancelAll(wait=True)
+        """Called when the application closes and the module widget is destroyed; also after a
+        ``setup()`` that failed part way (or showed the version floor), so each part may be missing."""
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
+        if self.logic is not None:
+            self.logic.cancelAll(wait=True)
         self.removeObservers()
 
     def onReload(self) -> None:
-        """Reload the Lib modules too, so that code changes there take effect."""
+        """Stop this widget's runs, then reload the Lib modules too, so that code changes there take effect.
+
+        In that order: a running ``ProcessRunner`` compares its state with the ``RunnerState`` of
+        the runner module it was made by; once that module is reloaded, cancelling it would do
+        nothing and leave its process and temporary folder behind.
+        """
+        if self.logic is not None:
+            self.logic.cancelAll(wait=True)
         for name in LIB_MODULES:
             module = sys.modules.get(f"ReCoKDSegmentLib.{name}")
             if module is not None:
@@ -418,6 +445,8 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
     """
 
     def __init__(self) -> None:
+        if VERSION_FLOOR_MESSAGE is not None:
+            raise ReCoKDSegmentError(VERSION_FLOOR_MESSAGE)
         ScriptedLoadableModuleLogic.__init__(self)
         # recokd processes inherit this process's environment: they offer the extension's bundled models
         os.environ.update(bundled_models_environment(self.moduleDir(), os.environ))
@@ -429,6 +458,12 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self):
         return ReCoKDSegmentParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def terminologiesLogic():
+        """Slicer's terminologies logic (custom structures are registered with it), or None without that module."""
+        terminologies = getattr(getattr(slicer, "modules", None), "terminologies", None)
+        return terminologies.logic() if terminologies is not None else None
 
     # -- environment ------------------------------------------------------------------------
 
@@ -526,7 +561,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
     def isActive(runner) -> bool:
         return runner is not None and runner.active
 
-    def _newRunner(self, onProgress=None, onLog=None, onState=None, onCreated=None) -> ProcessRunner:
+    def _newRunner(self, onProgress=None, onLog=None, onState=None, onCreated=None) -> "ProcessRunner":
         runner = ProcessRunner(on_progress=onProgress, on_log=onLog or logging.info, on_state=onState)
         if onCreated:
             onCreated(runner)
@@ -570,7 +605,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
             raise ReCoKDSegmentError(_("Cancelled."))
         return runner.output
 
-    def _modelsListStep(self) -> Step:
+    def _modelsListStep(self) -> "Step":
         return Step(models_list_command(self.launcher()), _("Listing models"), importer=self._storeModels)
 
     def _storeModels(self, outcome) -> list:
@@ -581,7 +616,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         if self.isActive(runner):
             raise ReCoKDSegmentError(_("{what} is already running; wait for it or cancel it.").format(what=what))
 
-    def startInstall(self, askConfirmation: bool = True, force: bool = False, **callbacks) -> ProcessRunner:
+    def startInstall(self, askConfirmation: bool = True, force: bool = False, **callbacks) -> "ProcessRunner":
         self._requireIdle(self.installRunner, _("An installation"))
         steps, finishers = self.installSteps(askConfirmation, force)
         runner = self._newRunner(**callbacks)
@@ -596,7 +631,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         if runner.active:
             self._wait(runner)
 
-    def startListingModels(self, **callbacks) -> ProcessRunner:
+    def startListingModels(self, **callbacks) -> "ProcessRunner":
         self._requireIdle(self.modelsRunner, _("Listing or adding models"))
         self._requireRecokd()
         runner = self._newRunner(**callbacks)
@@ -608,7 +643,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         """The installed model packages (``ModelInfo``: name, path, labels, description)."""
         return self._wait(self.startListingModels())
 
-    def startAddingModel(self, packagePath, **callbacks) -> ProcessRunner:
+    def startAddingModel(self, packagePath, **callbacks) -> "ProcessRunner":
         self._requireIdle(self.modelsRunner, _("Listing or adding models"))
         self._requireRecokd()
         runner = self._newRunner(**callbacks)
@@ -645,7 +680,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
             raise
 
     def startSegmentation(self, volumeNode, model, device="auto", fast=False, outputSegmentation=None,
-                          askConfirmation=True, backend="auto", **callbacks) -> ProcessRunner:
+                          askConfirmation=True, backend="auto", **callbacks) -> "ProcessRunner":
         """Start segmenting ``volumeNode`` in the background (installing dependencies first when
         needed). The runner's ``output`` is the segmentation node once it is DONE."""
         from ReCoKDSegmentLib.jobs import SegmentVolumeJob  # SimpleITK loads on first use
@@ -658,7 +693,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         installSteps, finishers = self.installSteps(askConfirmation)
         job, step = self._preparedJob(lambda: SegmentVolumeJob(
             self.launcher(), slicer.mrmlScene, volumeNode, model, device, fast, outputSegmentation,
-            temp_root=Path(slicer.app.temporaryPath), backend=backend))
+            temp_root=Path(slicer.app.temporaryPath), backend=backend, terminologies=self.terminologiesLogic()))
         runner = self._newRunner(**callbacks)
         runner.start([*installSteps, step], on_finished=[*finishers, job.cleanup])
         self.segmentRunner = runner
@@ -694,7 +729,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
         return self._wait(runner)
 
     @staticmethod
-    def distillParametersFromNode(parameterNode, resume: bool = False) -> DistillParameters:
+    def distillParametersFromNode(parameterNode, resume: bool = False) -> "DistillParameters":
         try:
             return DistillParameters(
                 teacher=parameterNode.teacherFolder, dataset=parameterNode.dataset.strip(),
@@ -707,7 +742,7 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
             message = str(error)  # not str.capitalize(): it would lower-case "nnU-Net", "KD", "GPU"
             raise ReCoKDSegmentError(message[:1].upper() + message[1:] + ".") from error
 
-    def startDistillation(self, parameters: DistillParameters, askConfirmation=True, **callbacks) -> ProcessRunner:
+    def startDistillation(self, parameters: "DistillParameters", askConfirmation=True, **callbacks) -> "ProcessRunner":
         """Start ``recokd distill`` (under torchrun for several GPUs); when it has exported the
         student, add the package to the installed models and refresh ``models``."""
         self._requireIdle(self.distillRunner, _("A distillation"))
@@ -739,6 +774,9 @@ class ReCoKDSegmentTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        if VERSION_FLOOR_MESSAGE is not None:
+            self.delayDisplay(VERSION_FLOOR_MESSAGE)
+            return
         self.setUp()
         self.test_VolumeRoundTrip()
         self.setUp()

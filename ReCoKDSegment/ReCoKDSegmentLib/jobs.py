@@ -19,6 +19,7 @@ from .commands import SegmentParameters, segment_command
 from .labels import labels_from_dicts
 from .runner import Step, StepOutcome
 from .segmentations import commit_segmentation, prepare_segmentation_from_file, write_segmentation_file
+from .terminology import register_custom_terminology
 from .volumes import write_volume
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ def _cleaned_up_on_error(job) -> Iterator[None]:
 
 class SegmentVolumeJob:
     """Segment one volume node: write it to NRRD, run ``recokd segment``, import the labels as a
-    segmentation node next to the volume (new, or replacing ``output_node``'s segments)."""
+    segmentation node next to the volume (new, or replacing ``output_node``'s segments).
+    ``terminologies``: Slicer's terminologies logic, told the model's custom structures (if any)."""
 
     def __init__(
         self,
@@ -62,9 +64,11 @@ class SegmentVolumeJob:
         output_node=None,
         temp_root: Path | None = None,
         backend: str = "auto",
+        terminologies=None,
     ) -> None:
         self.launcher = list(launcher)
         self.scene = scene
+        self.terminologies = terminologies
         self.volume_node = volume_node
         self.output_node = output_node
         self.work_dir = Path(tempfile.mkdtemp(prefix="recokd-segment-", dir=temp_root))
@@ -92,6 +96,8 @@ class SegmentVolumeJob:
         """Build the segmentation off-scene, then add it to the scene (the only scene change)."""
         labels = labels_from_dicts(outcome.result.get("labels", []))
         prepared = prepare_segmentation_from_file(_result_outputs(outcome)[0], labels, self.volume_node)
+        if self.terminologies is not None:
+            register_custom_terminology(labels, self.terminologies)
         return commit_segmentation(
             prepared, self.scene, self.output_node, name=f"{self.volume_node.GetName()} segmentation"
         )

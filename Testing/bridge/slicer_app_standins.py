@@ -6,14 +6,16 @@ What is a stand-in, and why (the Slicer application, and with it the Qt GUI, can
 - ``qt``: an empty module. Only the widget uses Qt, and the widget is not run here.
 - ``slicer.i18n``: ``tr`` and ``translate`` return the text unchanged (no translations are loaded).
 - ``slicer.parameterNodeWrapper``: ``parameterNodeWrapper`` leaves the class as written (its
-  annotations and defaults); ``Choice`` and ``WithinRange`` are bare ``Annotated`` markers. The
-  real wrapper binds the class to a parameter node of the scene, which only the widget asks for;
-  :func:`parameter_values` stands in for the values of one such node.
+  annotations and defaults); ``Choice`` and ``WithinRange`` are ``Annotated`` markers that only
+  keep their arguments (nothing validates here). The real wrapper binds the class to a parameter
+  node of the scene, which only the widget asks for; :func:`parameter_values` stands in for the
+  values of one such node (``Testing/gui`` has a wrapper bound to a real node, for the widget).
 - ``slicer.ScriptedLoadableModule``: empty base classes (the real ones reach ``slicer.app``,
   ``slicer.modules`` and Qt). The module's own classes, the Logic included, are unchanged.
-- ``slicer.app``: ``temporaryPath`` (a test folder), ``processEvents`` (does nothing: there is no
-  event loop and no window to paint) and ``commandOptions().testingEnabled`` (False, so the Logic
-  asks its questions as it would ask a user).
+- ``slicer.app``: ``majorVersion`` and ``minorVersion`` (the ``slicer-core`` wheel's),
+  ``temporaryPath`` (a test folder), ``processEvents`` (does nothing: there is no event loop and
+  no window to paint) and ``commandOptions().testingEnabled`` (False, so the Logic asks its
+  questions as it would ask a user).
 - ``slicer.util.confirmOkCancelDisplay`` (a Qt message box): records the question and returns the
   answer the test chose (:class:`Dialogs`).
 
@@ -32,6 +34,7 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 MODULE_SCRIPT = Path(__file__).resolve().parents[2] / "ReCoKDSegment" / "ReCoKDSegment.py"
@@ -51,11 +54,12 @@ class Dialogs:
 
 
 class SlicerApp:
-    """``slicer.app``: only what the Logic reads."""
+    """``slicer.app``: only what the module reads. Its version is the ``slicer-core`` wheel's."""
 
     def __init__(self, temporary_path: Path) -> None:
         self.temporaryPath = str(temporary_path)
         self.dialogs = Dialogs()
+        self.majorVersion, self.minorVersion = (int(part) for part in version("slicer-core").split(".")[:2])
 
     @staticmethod
     def commandOptions() -> types.SimpleNamespace:
@@ -71,9 +75,19 @@ def _module(name: str, **attributes) -> types.ModuleType:
     return module
 
 
-def _marker(*arguments) -> tuple:
-    """``Choice(...)`` / ``WithinRange(...)``: metadata for ``Annotated``; nothing validates here."""
-    return arguments
+@dataclass(frozen=True)
+class Choice:
+    """``Annotated[str, Choice(values)]``: the values a parameter may take."""
+
+    choices: tuple
+
+
+@dataclass(frozen=True)
+class WithinRange:
+    """``Annotated[int, WithinRange(minimum, maximum)]``: the range a number may take."""
+
+    minimum: float
+    maximum: float
 
 
 def _base_class(name: str) -> type:
@@ -90,7 +104,7 @@ def install(monkeypatch, temporary_path: Path) -> SlicerApp:
     monkeypatch.setitem(sys.modules, "slicer.i18n", _module(
         "slicer.i18n", tr=lambda text: text, translate=lambda context, text: text))
     monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", _module(
-        "slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls, Choice=_marker, WithinRange=_marker))
+        "slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls, Choice=Choice, WithinRange=WithinRange))
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", _module(
         "slicer.ScriptedLoadableModule", **{name: _base_class(name) for name in (
             "ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
@@ -110,15 +124,25 @@ def load_module(monkeypatch) -> types.ModuleType:
     return module
 
 
-def parameter_values(parameter_class: type, **values) -> types.SimpleNamespace:
-    """The values of one parameter node of ``parameter_class``: ``values`` over the class's
-    defaults. A field without a default gets the real wrapper's (its type's default, e.g. ``Path()``;
-    None for a node: Slicer's ``parameterNodeWrapper/serializers.py``). An unknown name raises,
-    as setting it on the real wrapper would."""
-    fields = {}
+def parameter_type(annotation) -> type:
+    """The type of a parameter annotated ``T`` or ``Annotated[T, ...]``."""
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
+
+
+def parameter_defaults(parameter_class: type) -> dict:
+    """Each parameter's default: the class's value, else the real wrapper's (its type's default,
+    e.g. ``Path()``; None for a node: Slicer's ``parameterNodeWrapper/serializers.py``)."""
+    defaults = {}
     for name, annotation in parameter_class.__annotations__.items():
-        base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
-        fields[name] = getattr(parameter_class, name, base() if base in (str, int, float, bool, Path) else None)
+        base = parameter_type(annotation)
+        defaults[name] = getattr(parameter_class, name, base() if base in (str, int, float, bool, Path) else None)
+    return defaults
+
+
+def parameter_values(parameter_class: type, **values) -> types.SimpleNamespace:
+    """The values of one parameter node of ``parameter_class``: ``values`` over its defaults. An
+    unknown name raises, as setting it on the real wrapper would."""
+    fields = parameter_defaults(parameter_class)
     unknown = set(values) - set(fields)
     if unknown:
         raise AttributeError(f"{parameter_class.__name__} has no parameter {', '.join(sorted(unknown))}")

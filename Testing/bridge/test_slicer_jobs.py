@@ -70,6 +70,28 @@ def test_segment_volume_adds_an_aligned_named_segmentation(scene, oblique_volume
     assert not job.work_dir.exists()
 
 
+def test_segment_volume_tells_slicers_terminologies_the_custom_structure(scene, oblique_volume, standin_launcher,
+                                                                        tmp_path):
+    terminologies = slicer.vtkSlicerTerminologiesModuleLogic()
+    terminologies.SetUserContextsPath(str(tmp_path / "Terminologies"))
+    job = SegmentVolumeJob(standin_launcher, scene, oblique_volume, "phantom-model", device="cpu", fast=True,
+                           temp_root=tmp_path, terminologies=terminologies)
+    runner = run_job(job, Recorder())
+    assert runner.state is S.DONE, runner.error
+    segmentation = runner.output.GetSegmentation()
+    corner = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Corner"))
+    entry = slicer.vtkSlicerTerminologyEntry()
+    assert terminologies.DeserializeTerminologyEntry(corner.GetTerminology(), entry)
+    category = slicer.vtkSlicerTerminologyCategory()
+    assert terminologies.GetNumberOfCategoriesInTerminology(entry.GetTerminologyContextName()) == 1
+    terminologies.GetNthCategoryInTerminology(entry.GetTerminologyContextName(), 0, category)
+    kind = slicer.vtkSlicerTerminologyType()
+    assert terminologies.GetNumberOfTypesInTerminologyCategory(entry.GetTerminologyContextName(), category) == 1
+    terminologies.GetNthTypeInTerminologyCategory(entry.GetTerminologyContextName(), category, 0, kind)
+    assert (kind.GetCodingSchemeDesignator(), kind.GetCodeValue(), kind.GetCodeMeaning()) == (
+        "ReCoKD", "corner", "Corner")
+
+
 def test_segment_volume_can_replace_a_chosen_segmentation(scene, oblique_volume, standin_launcher, tmp_path):
     existing = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Chosen output")
     existing.GetSegmentation().AddEmptySegment("stale")

@@ -42,7 +42,7 @@ def ui_widgets() -> dict[str, ElementTree.Element]:
 
 def parameter_fields(tree: ast.Module) -> dict[str, str]:
     """Parameter node field -> kind (a key of CONNECTORS)."""
-    (node_class,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ReCoKDSegmentParameterNode"]
+    (node_class,) = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "ReCoKDSegmentParameterNode"]
     fields = {}
     for statement in node_class.body:
         if isinstance(statement, ast.AnnAssign):
@@ -106,6 +106,65 @@ def test_extension_cmake_declares_the_metadata():
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in cmake
     assert "add_subdirectory(ReCoKDSegment)" in cmake
     assert (REPO / "Resources" / "Icons" / "ReCoKD.png").is_file()
+    assert "cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)" in cmake  # the Slicer 5.10 template's
+
+
+STUB_SLICER = """
+cmake_minimum_required(VERSION 3.20.6...3.22.6)
+project(StubSlicerBuild NONE)
+# What the module's CMakeLists takes from Slicer; the macros' own work (compiling, ctest) is not under test.
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer/qt-scripted-modules)
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR ${Slicer_QTSCRIPTEDMODULES_LIB_DIR})
+macro(slicerMacroBuildScriptedModule)
+endmacro()
+macro(slicer_add_python_unittest)
+endmacro()
+add_subdirectory(ReCoKDSegment)
+"""
+
+
+def test_cmake_stages_the_training_package_and_models_and_restages_an_edit(tmp_path):
+    """The module's CMakeLists, configured and built with a stub Slicer: the build tree gets the
+    recokd package and the shipped models (no caches), and a later edit reaches it at the next build."""
+    import shutil
+    import subprocess
+
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    source = tmp_path / "source"
+    shutil.copytree(MODULE_DIR, source / "ReCoKDSegment", ignore=shutil.ignore_patterns("__pycache__"))
+    training = REPO / "ReCoKDTraining"
+    (source / "ReCoKDTraining" / "recokd").mkdir(parents=True)
+    shutil.copy(training / "pyproject.toml", source / "ReCoKDTraining")
+    shutil.copy(training / "recokd" / "__init__.py", source / "ReCoKDTraining" / "recokd")
+    (source / "ReCoKDTraining" / "recokd" / "__pycache__").mkdir()
+    (source / "ReCoKDTraining" / "recokd" / "__pycache__" / "x.pyc").write_bytes(b"")
+    (source / "ReCoKDTraining" / "recokd.egg-info").mkdir()
+    (source / "ReCoKDTraining" / "recokd.egg-info" / "PKG-INFO").write_text("stale")
+    (source / "Resources" / "Models").mkdir(parents=True)
+    (source / "Resources" / "Models" / "tiny.recokd.zip").write_bytes(b"zip")
+    (source / "Resources" / "Models" / "notes.txt").write_text("not a model")
+    (source / "CMakeLists.txt").write_text(STUB_SLICER)
+    build = tmp_path / "build"
+
+    def run(*args: str) -> None:
+        result = subprocess.run([cmake, *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    run("-S", str(source), "-B", str(build))
+    run("--build", str(build))
+    staged = build / "lib" / "Slicer" / "qt-scripted-modules"
+    files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file())
+    assert files == ["ReCoKDModels/tiny.recokd.zip", "ReCoKDTraining/pyproject.toml",
+                     "ReCoKDTraining/recokd/__init__.py"]
+
+    edited = source / "ReCoKDTraining" / "recokd" / "__init__.py"
+    edited.write_text(edited.read_text() + "\n# edited after the first build\n")
+    (source / "ReCoKDTraining" / "recokd" / "added.py").write_text("ADDED = True\n")
+    run("--build", str(build))
+    assert (staged / "ReCoKDTraining" / "recokd" / "__init__.py").read_text() == edited.read_text()
+    assert (staged / "ReCoKDTraining" / "recokd" / "added.py").is_file()
 
 
 def test_reload_covers_every_lib_module(module_tree):
@@ -113,9 +172,17 @@ def test_reload_covers_every_lib_module(module_tree):
     assert set(ast.literal_eval(assignment.value)) == {p.stem for p in LIB_DIR.glob("*.py")} - {"__init__"}
 
 
+def _file_scope(statements: list[ast.stmt]):
+    """The statements that run when the file is imported: module level, and inside module-level ``if``s."""
+    for node in statements:
+        yield node
+        if isinstance(node, ast.If):
+            yield from _file_scope(node.body + node.orelse)
+
+
 def top_level_imports(tree: ast.Module) -> set[str]:
     names = set()
-    for node in tree.body:
+    for node in _file_scope(tree.body):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):

@@ -216,12 +216,23 @@ def test_distillation_parameters_come_from_the_parameter_node(module, tmp_path):
     fromNode = module.ReCoKDSegmentLogic.distillParametersFromNode
 
     with pytest.raises(module.ReCoKDSegmentError, match=r"^Choose the teacher's nnU-Net results folder\.$"):
-        fromNode(distill_node(module, tmp_path))
+        fromNode(distill_node(module, tmp_path, teacherFolder=Path()))  # a cleared path field
 
     parameters = fromNode(distill_node(module, tmp_path, teacherFolder=tmp_path / "teacher", dataset=" 990 ",
                                        epochs=3, distillDevice="cpu"), resume=True)
     assert parameters == DistillParameters(teacher=tmp_path / "teacher", dataset="990", work_dir=tmp_path / "work",
                                            epochs=3, device="cpu", resume=True)
+
+
+@pytest.mark.parametrize("results", [None, "/data/nnUNet_results"])
+def test_the_teacher_folder_starts_at_nnunets_results_folder_or_home_never_dot(app, monkeypatch, results):
+    if results is None:
+        monkeypatch.delenv("nnUNet_results", raising=False)
+    else:
+        monkeypatch.setenv("nnUNet_results", results)
+    module = load_module(monkeypatch)  # the default is read when Slicer loads the module
+    default = module.ReCoKDSegmentParameterNode.teacherFolder
+    assert default == (Path(results) if results else Path.home()) and default.is_absolute()
 
 
 def test_distillation_runs_recokd_distill_and_reports_its_error(logic, module, tmp_path):
