@@ -1,8 +1,9 @@
 """Export -> package -> load -> segment gives what nnU-Net predicts with the trained network, up to ties.
 
 ``recokd segment`` runs nnU-Net's sliding window with tiles batched (up to four per forward
-pass); batched, oneDNN picks other kernels and sums in another order, so a voxel whose two
-best classes are within rounding of each other may flip. The labels must agree everywhere
+pass); batched, oneDNN picks other kernels and sums in another order, and the logits go back to
+the input grid with PyTorch's float32 resampling, so a voxel whose two best classes are within
+rounding of each other may flip. The labels must agree everywhere
 else: every voxel that differs is a near-tie in nnU-Net's own probabilities. (Bit equality
 at one tile per pass is tested in ``core/test_sliding_window.py``.)
 """
