@@ -128,7 +128,7 @@ def test_resampling_flag_picks_the_path_back_to_the_input_grid(package_file, vol
     def torch_path(*args, **kwargs):
         raise RuntimeError("the PyTorch resampling ran")
 
-    monkeypatch.setattr(label_map, "resampled_argmax", torch_path)
+    monkeypatch.setattr(label_map, "resampling_steps", torch_path)
     source = write_volume(volume, tmp_path / "ct.nii.gz")
     common = _segment(package_file, "-i", str(source), "--progress", "none", "--backend", "torch")
     assert main([*common, "-o", str(tmp_path / "nnunet.nii.gz"), "--resampling", "nnunet"]) == 0

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from recokd.errors import RecokdError
 from recokd.inference.progress import CancelToken, raise_if_cancelled
-from recokd.inference.torch_resampling import linear_resampling_arguments, resampled_argmax
+from recokd.inference.torch_resampling import linear_resampling_arguments, resampling_steps
 
 log = logging.getLogger(__name__)
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 RESAMPLING_CHOICES = ("torch", "nnunet")
 
@@ -81,42 +84,48 @@ def logits_to_labels(
     resample = configuration_manager.resampling_fn_probabilities
     torch_arguments = linear_resampling_arguments(resample) if resampling == "torch" else None
 
+    total = logits.shape[0]
     if torch_arguments is not None:
-        cropped = resampled_argmax(logits, target_shape, current_spacing, original_spacing, **torch_arguments,
-                                   cancel=cancel, on_class=on_class).numpy().astype(dtype, copy=False)
+        resample_class, after_argmax = resampling_steps(logits.shape[1:], target_shape, current_spacing,
+                                                        original_spacing, **torch_arguments)
+        index_dtype = torch.uint8 if total <= 256 else torch.int32
+        labels = running_argmax(lambda c: resample_class(logits[c]), total,
+                                lambda channel: torch.zeros(channel.shape, dtype=index_dtype), cancel, on_class)
+        cropped = (labels if after_argmax is None else after_argmax(labels)).numpy().astype(dtype, copy=False)
     else:
-        cropped = _resampled_argmax_nnunet(logits, target_shape, current_spacing, original_spacing, resample, dtype,
-                                           cancel, on_class)
+        cropped = running_argmax(
+            lambda c: np.array(resample(logits[c : c + 1], target_shape, current_spacing, original_spacing)[0]),
+            total, lambda channel: np.zeros(channel.shape, dtype=dtype), cancel, on_class)
 
     labels = np.zeros(properties["shape_before_cropping"], dtype=dtype)
     labels = insert_crop_into_image(labels, cropped, properties["bbox_used_for_cropping"])
     return np.ascontiguousarray(labels.transpose(plans_manager.transpose_backward))
 
 
-def _resampled_argmax_nnunet(
-    logits: torch.Tensor,
-    target_shape,
-    current_spacing,
-    original_spacing,
-    resample: Callable,
-    dtype: np.dtype,
-    cancel: CancelToken | None,
-    on_class: Callable[[int, int], None] | None,
-) -> np.ndarray:
-    """Labels ``target_shape`` from ``(classes, ...)`` logits with nnU-Net's resampling, one class at a time."""
-    total = logits.shape[0]
-    best: np.ndarray | None = None
-    cropped = np.zeros(target_shape, dtype=dtype)
+def running_argmax(
+    resample_class: Callable[[int], Array],
+    total: int,
+    new_labels: Callable[[Array], Array],
+    cancel: CancelToken | None = None,
+    on_class: Callable[[int, int], None] | None = None,
+) -> Array:
+    """The argmax over ``total`` classes, computing one class at a time (numpy arrays or tensors alike).
+
+    ``resample_class(c)`` gives class ``c``'s values (a fresh array: it becomes the running
+    maximum); ``new_labels(first)`` the zero labels of that shape. Ties go to the lower class, as
+    with ``argmax``. ``cancel`` is checked before each class, ``on_class(done, total)`` called after.
+    """
+    best = labels = None
     for c in range(total):
         raise_if_cancelled(cancel)
-        channel = np.asarray(resample(logits[c : c + 1], target_shape, current_spacing, original_spacing))[0]
+        channel = resample_class(c)
         if best is None:
-            best = channel.copy()
+            best, labels = channel, new_labels(channel)
         else:
-            better = channel > best
-            cropped[better] = c
-            np.copyto(best, channel, where=better)
+            labels[channel > best] = c
+            maximum = torch.maximum if isinstance(best, torch.Tensor) else np.maximum  # in place, unlike best[mask] = ...
+            maximum(best, channel, out=best)
         del channel
         if on_class is not None:
             on_class(c + 1, total)
-    return cropped
+    return labels

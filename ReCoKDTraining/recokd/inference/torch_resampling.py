@@ -16,8 +16,8 @@ argmax, so with ``order_z=0`` each class is resized in-plane only on the distinc
 the output picks, the argmax runs there, and the label slices are copied along the axis. A
 linear step moves boundaries between classes, so it is never swapped with the argmax.
 
-Memory: one class at a time, as :mod:`.label_map` does: the resized class, the running maximum
-(float32, output-sized) and the labels.
+:mod:`.label_map` runs these steps one class at a time with a running maximum: it holds the
+resized class, the running maximum (float32, output-sized) and the labels.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from nnunetv2.preprocessing.resampling import default_resampling
 
 from recokd.inference import resampling
-from recokd.inference.progress import CancelToken, raise_if_cancelled
 
 _DEFAULT_FUNCTIONS = (default_resampling.resample_data_or_seg_to_shape, resampling.resample_data_or_seg_to_shape)
 
@@ -59,53 +58,35 @@ def linear_resampling_arguments(resampling_fn: Callable) -> dict | None:
     return {name: arguments[name] for name in ("order_z", "force_separate_z", "separate_z_anisotropy_threshold")}
 
 
-def resampled_argmax(
-    logits: torch.Tensor,
+def resampling_steps(
+    source_shape: Sequence[int],
     target_shape: Sequence[int],
     current_spacing: Sequence[float],
     new_spacing: Sequence[float],
     order_z: int = 0,
     force_separate_z: bool | None = None,
     separate_z_anisotropy_threshold: float = 3,
-    cancel: CancelToken | None = None,
-    on_class: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
-    """``(classes, x, y, z)`` logits -> ``(*target_shape)`` labels: resample each class, then argmax.
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor] | None]:
+    """The step each class takes from ``source_shape`` towards ``target_shape``, and the step after the argmax.
 
-    Labels are uint8 (int32 above 256 classes). The anisotropic-axis decision and the sampling positions are nnU-Net's
-    (``determine_do_sep_z_and_axis``, pixel centres, edge values at the border); ties go to the
-    lower class, as with ``argmax``. ``cancel`` is checked before each class, ``on_class(done,
-    total)`` is called after each.
+    The first maps one class ``(x, y, z)`` to float32; the argmax of those over the classes,
+    given to the second (``None``: nothing left to do), gives the labels on ``target_shape``.
+    The anisotropic-axis decision and the sampling positions are nnU-Net's
+    (``determine_do_sep_z_and_axis``, pixel centres, edge values at the border).
     """
     target_shape = tuple(int(n) for n in target_shape)
     do_separate_z, axis = default_resampling.determine_do_sep_z_and_axis(
         force_separate_z, current_spacing, new_spacing, separate_z_anisotropy_threshold)
-    if tuple(logits.shape[1:]) == target_shape:
-        resample, pick = _as_float, None
-    elif do_separate_z:
-        resample, pick = _separate_axis_steps(logits.shape[1 + axis], target_shape, axis, order_z)
-    else:
-        resample, pick = partial(_resize, size=target_shape, mode="trilinear"), None
-
-    total = logits.shape[0]
-    best = labels = None
-    for c in range(total):
-        raise_if_cancelled(cancel)
-        channel = resample(logits[c])
-        if best is None:
-            best, labels = channel, torch.zeros(channel.shape, dtype=torch.uint8 if total <= 256 else torch.int32)
-        else:
-            better = channel > best
-            labels[better] = c
-            torch.maximum(best, channel, out=best)
-        del channel
-        if on_class is not None:
-            on_class(c + 1, total)
-    return labels if pick is None else pick(labels)
+    if tuple(source_shape) == target_shape:
+        return _as_float, None
+    if do_separate_z:
+        return _separate_axis_steps(source_shape[axis], target_shape, axis, order_z)
+    return partial(_resize, size=target_shape, mode="trilinear"), None
 
 
 def _as_float(channel: torch.Tensor) -> torch.Tensor:
-    return channel.float()
+    """A float32 copy (never the logits themselves: the argmax's running maximum is updated in place)."""
+    return channel.to(torch.float32, copy=True)
 
 
 def _resize(volume: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
