@@ -16,7 +16,8 @@ and slots the ``.ui`` file and the module use, and behaves as the real widget do
 - ``ctkCollapsibleButton`` / ``ctkCollapsibleGroupBox``: a group box whose contents ``collapsed``
   hides (the real one is a button-like header; the look differs, the behaviour does not).
 - ``ctkPathLineEdit``: a line edit whose text is ``currentPath`` (the real one adds a history
-  and a browse button).
+  and a browse button). It has no ``filters``: a flag set that a Python class cannot declare as
+  a Qt property, so Qt's loader warns "The set-type property filters could not be read".
 """
 
 from __future__ import annotations

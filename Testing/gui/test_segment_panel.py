@@ -50,6 +50,20 @@ def test_the_panel_lists_the_scene_the_models_and_the_choices(make_panel, panel_
     assert not ui.segmentProgressBar.visible and ui.segmentLog.toPlainText().startswith("Listing models: ")
 
 
+def test_a_cancelled_add_model_dialog_keeps_the_chosen_model(make_panel, panel_standin_launcher, app,
+                                                              oblique_volume):
+    panel = make_panel(panel_standin_launcher)
+    panel.wait_idle()
+    ui = panel.ui
+    panel.choose(ui.modelComboBox, "slow")
+    app.dialogs.chosen_file = None  # the user closes the file dialog
+
+    panel.choose(ui.modelComboBox, "Add model package...")
+
+    assert ui.modelComboBox.currentText == "slow" and not panel.runs()
+    assert panel.items(ui.modelComboBox) == ["threshold", "slow", "Add model package..."]
+
+
 def test_segment_is_enabled_only_with_a_volume_and_a_model(make_panel, panel_standin_launcher, module, scene,
                                                            oblique_volume):
     scene.RemoveNode(oblique_volume)
