@@ -13,8 +13,10 @@ from recokd.nnunet.training import Schedule
 from recokd.workspace import DEFAULT_WORK_DIR, Workspace
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="dataset id (e.g. 4) or folder name (Dataset004_Hippocampus)")
+def add_training_arguments(parser: argparse.ArgumentParser, dataset_required: bool = True) -> None:
+    """The training flags; ``dataset_required=False`` for a command that can make its dataset (distill --images)."""
+    parser.add_argument("--dataset", required=dataset_required,
+                        help="dataset id (e.g. 4) or folder name (Dataset004_Hippocampus)")
     parser.add_argument("--fold", default="0", help="nnU-Net fold (0-4 or 'all'; default 0)")
     parser.add_argument("--epochs", type=int, default=Schedule.epochs, help="default: nnU-Net's 1000")
     parser.add_argument("--iterations-per-epoch", type=int, default=Schedule.iterations_per_epoch)
@@ -42,6 +44,8 @@ class TrainingProgress:
 
     JSON lines: ``{"event": "progress", "stage": "training", "epoch", "epochs", "fraction",
     "message"}`` after every epoch, then ``{"event": "result", ...}`` or ``{"event": "error", ...}``.
+    Preparing scans (``distill --images``) comes first, as ``{"event": "progress", "stage":
+    "scans", "fraction", "message"}`` (fraction of the scans to prepare) or a bar of its own.
     In JSON mode stdout carries nothing else: :meth:`quiet_stdout` sends nnU-Net's own prints
     to stderr while training runs, so a GUI can read every stdout line as one JSON object.
     """
@@ -51,6 +55,8 @@ class TrainingProgress:
         self.schedule = schedule
         self._stdout = sys.stdout
         self._bar = None
+        self._scans_bar = None
+        self._scans_fraction = -1.0
         if mode == "bar":
             from tqdm import tqdm
 
@@ -65,6 +71,20 @@ class TrainingProgress:
         if self.mode == "json":
             self._stdout.write(json.dumps(event) + "\n")
             self._stdout.flush()
+
+    def on_scans(self, fraction: float, message: str) -> None:
+        """Progress of preparing scans (``fraction`` of them done); JSON lines at most one per percent."""
+        if self._scans_bar is None and self.mode == "bar":
+            from tqdm import tqdm
+
+            self._scans_bar = tqdm(total=100, desc="scans", unit="%", file=sys.stderr, dynamic_ncols=True,
+                                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+        if self._scans_bar is not None:
+            self._scans_bar.n = round(100 * fraction, 1)
+            self._scans_bar.set_postfix_str(message)
+        if round(fraction, 2) != round(self._scans_fraction, 2):
+            self._scans_fraction = fraction
+            self.emit({"event": "progress", "stage": "scans", "fraction": round(fraction, 4), "message": message})
 
     def on_step(self, epoch: int, iteration: int, values: dict) -> None:
         if self._bar is not None:
@@ -82,5 +102,6 @@ class TrainingProgress:
                    "fraction": round(done / total, 4), "message": message, "values": values})
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        for bar in (self._scans_bar, self._bar):
+            if bar is not None:
+                bar.close()

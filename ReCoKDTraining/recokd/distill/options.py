@@ -46,6 +46,13 @@ class KDOptions:
         init_refit: ``"least_squares"`` refits every pruned layer to the teacher's output,
             ``"none"`` keeps the sliced weights.
         calibration_patches: training patches inheritance measures the teacher on.
+        soft_target_weight: weight of the logit-KD term (at ``logit_temperature``) on the cases
+            whose targets are the teacher's labels (``distill --images`` without a label file),
+            mode ``"recokd"`` only; 0 = off. Not ramped: those cases learn the teacher's hard
+            labels from the first step, the soft targets add its confidence.
+        labeled_share: the probability that a sampled training case is a labeled one when a
+            dataset mixes labeled and teacher-labelled cases (``distill --images --labels``);
+            -1 samples every case equally, as nnU-Net does.
     """
 
     mode: str = "recokd"
@@ -67,6 +74,8 @@ class KDOptions:
     init_importance: str = "activation"
     init_refit: str = "least_squares"
     calibration_patches: int = 16
+    soft_target_weight: float = 0.0
+    labeled_share: float = -1.0
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -91,8 +100,13 @@ class KDOptions:
             (self.affinity_grid >= 1, f"affinity_grid must be >= 1, got {self.affinity_grid}"),
             (self.logit_temperature > 0, f"logit_temperature must be > 0, got {self.logit_temperature}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (self.soft_target_weight == 0 or self.mode == "recokd",
+             f"soft_target_weight applies to mode recokd only (mode {self.mode!r} "
+             f"{'already distils the logits' if self.mode == 'logit' else 'runs no teacher'})"),
+            (self.labeled_share == -1 or 0 <= self.labeled_share <= 1,
+             f"labeled_share must be in [0, 1] (or -1: every case equally), got {self.labeled_share}"),
         ]
-        for name in ("fg_weight", "bg_weight", "att_weight", "ctx_weight", "logit_weight"):
+        for name in ("fg_weight", "bg_weight", "att_weight", "ctx_weight", "logit_weight", "soft_target_weight"):
             value = getattr(self, name)
             checks.append((value >= 0, f"{name} must be >= 0, got {value}"))
         return [message for ok, message in checks if not ok]

@@ -35,6 +35,7 @@ import torch
 
 from recokd.errors import RecokdError
 from recokd.package.model import ModelPackage
+from recokd.package.weights import update_with_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,7 @@ def network_digest(package: ModelPackage, input_shape: Sequence[int]) -> str:
     configuration = package.plans["configurations"][package.configuration]
     header = {"format": CACHE_FORMAT, "input_shape": list(input_shape), "configuration": configuration}
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
-    for name in sorted(package.state_dict):
-        tensor = package.state_dict[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    update_with_state_dict(digest, package.state_dict)
     return digest.hexdigest()
 
 

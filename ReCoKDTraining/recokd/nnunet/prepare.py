@@ -17,7 +17,7 @@ from recokd.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-_DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_\w+$")
+DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_\w+$")
 
 
 def resolve_dataset(workspace: Workspace, dataset: str | int) -> tuple[int, str]:
@@ -28,10 +28,10 @@ def resolve_dataset(workspace: Workspace, dataset: str | int) -> tuple[int, str]
         for base in (workspace.raw, workspace.preprocessed)
         if base.is_dir()
         for folder in base.iterdir()
-        if _DATASET_FOLDER.match(folder.name)
+        if DATASET_FOLDER.match(folder.name)
     }
     for name in sorted(candidates):
-        number = int(_DATASET_FOLDER.match(name).group(1))
+        number = int(DATASET_FOLDER.match(name).group(1))
         if text in (name, name.split("_", 1)[1]) or (text.isdigit() and int(text) == number):
             return number, name
     raise RecokdError(

@@ -34,6 +34,10 @@ class Teacher:
         return self.plans["plans_name"]
 
     @property
+    def channels(self) -> int:
+        return len(channel_names(self.dataset_json))
+
+    @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.network.parameters())
 
@@ -52,6 +56,11 @@ def _read_json(path: Path) -> dict:
         raise RecokdError(f"{path} is missing: is {path.parent} an nnU-Net results folder "
                           "(…/<Trainer>__<Plans>__<configuration>)?")
     return json.loads(path.read_text())
+
+
+def channel_names(dataset_json: dict) -> dict:
+    """The input channels a ``dataset.json`` names (nnU-Net v2's ``channel_names``, v1's ``modality``)."""
+    return dataset_json.get("channel_names", dataset_json.get("modality", {}))
 
 
 def configuration_of_results_folder(folder: Path) -> str:
@@ -106,8 +115,7 @@ def check_labels_and_channels(teacher_dataset_json: dict, dataset_json: dict) ->
             f"The teacher's labels {teacher_dataset_json.get('labels')} differ from the dataset's "
             f"{dataset_json.get('labels')}: a student must learn the teacher's label set."
         )
-    teacher_channels = teacher_dataset_json.get("channel_names", teacher_dataset_json.get("modality", {}))
-    channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
+    teacher_channels, channels = channel_names(teacher_dataset_json), channel_names(dataset_json)
     if len(teacher_channels) != len(channels):
         raise RecokdError(f"The teacher expects {len(teacher_channels)} input channel(s) {teacher_channels}, "
                           f"the dataset has {len(channels)} {channels}.")

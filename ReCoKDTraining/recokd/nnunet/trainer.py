@@ -11,6 +11,10 @@ learning rate, AMP on GPU, validation, logging. The subclass adds, in the nnU-Ne
   every epoch, so an interruption loses at most one epoch and a resume continues exactly;
 * DDP on CPU (gloo) as well as on GPUs (nnU-Net assumes CUDA once a process group exists).
 
+On a dataset of the user's scans (``distill --images``), the cases whose targets are the
+teacher's labels can add the teacher's soft targets (``soft_target_weight``) and be drawn at a
+set share against the labeled ones (``labeled_share``, :mod:`recokd.nnunet.case_sampling`).
+
 The mode is the class, as nnU-Net names its trainer variants, so the three students of a
 comparison land in three result folders: :class:`ReCoKDTrainer` (MS-SARD + MS-CA),
 :class:`ReCoKDTrainer_logitKD` and :class:`ReCoKDTrainer_noKD`.
@@ -34,6 +38,7 @@ from recokd.distill.options import KDOptions
 from recokd.distill.recokd_loss import ReCoKDLoss
 from recokd.distill.schedule import kd_weight_at
 from recokd.errors import RecokdError
+from recokd.nnunet.case_sampling import case_probabilities, sampling_probabilities
 from recokd.nnunet.checkpoint import load_checkpoint, save_atomically
 from recokd.nnunet.ema import StudentEMA
 from recokd.nnunet.inheritance import (
@@ -43,9 +48,10 @@ from recokd.nnunet.inheritance import (
     inherit_from_teacher,
 )
 from recokd.nnunet.teacher import Teacher, check_preprocessed_data, check_student_fits_teacher, load_teacher
+from recokd.scans.dataset import teacher_labelled_cases
 
 NNUNET_DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer's own default
-KD_LOG_KEYS = ("seg_loss", "kd_fg", "kd_bg", "kd_att", "kd_ctx", "kd_total", "kd_lambda")
+KD_LOG_KEYS = ("seg_loss", "kd_fg", "kd_bg", "kd_att", "kd_ctx", "kd_total", "kd_lambda", "kd_soft")
 
 
 @contextmanager
@@ -103,6 +109,8 @@ class ReCoKDTrainer(nnUNetTrainer):
         self.ema: StudentEMA | None = None
         self.inheritance: Inheritance | None = None
         self.inheritance_record: dict | None = None  # what inheritance did (Inheritance.describe), kept on resume
+        self.teacher_labelled: frozenset[str] = frozenset()  # cases whose targets are the teacher's labels
+        self.soft_target_loss: LogitKDLoss | None = None
         self._live_weights: dict | None = None
         self._iteration = 0
 
@@ -156,6 +164,9 @@ class ReCoKDTrainer(nnUNetTrainer):
                 self.kd_loss = DistributedDataParallel(self.kd_loss)
         elif self.kd_mode == "logit":
             self.kd_loss = LogitKDLoss(self.kd_options.logit_temperature)
+        self.teacher_labelled = teacher_labelled_cases(Path(self.preprocessed_dataset_folder_base))
+        if self.kd_options.soft_target_weight > 0:
+            self.soft_target_loss = LogitKDLoss(self.kd_options.logit_temperature)
 
     def _set_up_teacher(self) -> None:
         if self.teacher_folder is None:
@@ -192,15 +203,26 @@ class ReCoKDTrainer(nnUNetTrainer):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
 
-    def _distillation_terms(self, data: torch.Tensor, output, target) -> dict[str, torch.Tensor]:
-        """KD terms for this batch; the student's forward (and its hooks) already ran."""
+    def _distillation_terms(self, data: torch.Tensor, output, target, keys) -> dict[str, torch.Tensor]:
+        """KD terms for this batch (``keys``: its cases); the student's forward (and its hooks) already ran."""
         with torch.no_grad(), self._teacher_autocast():
             teacher_logits = self.teacher.network(data)
+        student_logits = output[0] if isinstance(output, (list, tuple)) else output
         if self.kd_mode == "logit":
-            student_logits = output[0] if isinstance(output, (list, tuple)) else output
             return {"total": self.kd_loss(student_logits, teacher_logits)}
         targets = target if isinstance(target, list) else [target]
-        return self.kd_loss(self.student_hooks.features, self.teacher_hooks.features, targets)
+        terms = self.kd_loss(self.student_hooks.features, self.teacher_hooks.features, targets)
+        if self.soft_target_loss is not None:
+            terms["soft"] = self._soft_targets(student_logits, teacher_logits, keys)
+        return terms
+
+    def _soft_targets(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, keys) -> torch.Tensor:
+        """Logit KD over the samples whose cases the teacher labelled (0 when the batch has none)."""
+        rows = [i for i, key in enumerate(keys) if key in self.teacher_labelled]
+        if not rows:
+            return student_logits.new_zeros(())
+        rows = torch.tensor(rows, device=student_logits.device)
+        return self.soft_target_loss(student_logits[rows], teacher_logits[rows])
 
     def _trained_parameters(self):
         yield from self.network.parameters()
@@ -219,9 +241,12 @@ class ReCoKDTrainer(nnUNetTrainer):
         with autocast:
             output = self.network(data)
             seg_loss = self.loss(output, target)
-            terms = self._distillation_terms(data, output, target) if self.kd_mode != "none" else {}
+            terms = self._distillation_terms(data, output, target, batch.get("keys", ())) \
+                if self.kd_mode != "none" else {}
             kd_lambda = kd_weight_at(self.current_epoch, self.num_epochs, self.kd_options)
             loss = seg_loss + kd_lambda * terms["total"] if terms else seg_loss
+            if "soft" in terms:
+                loss = loss + self.kd_options.soft_target_weight * terms["soft"]
 
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
@@ -244,6 +269,12 @@ class ReCoKDTrainer(nnUNetTrainer):
         if self.on_step is not None:
             self.on_step(self.current_epoch, self._iteration, values)
         return values
+
+    def get_dataloaders(self):
+        """nnU-Net's loaders, drawing labeled cases at ``labeled_share`` when the dataset mixes them with teacher-labelled ones."""
+        share = self.kd_options.labeled_share
+        with sampling_probabilities(lambda identifiers: case_probabilities(identifiers, self.teacher_labelled, share)):
+            return super().get_dataloaders()
 
     def on_train_epoch_start(self) -> None:
         self._iteration = 0
@@ -326,8 +357,9 @@ class ReCoKDTrainer(nnUNetTrainer):
         saved = load_checkpoint(path).get("recokd")
         if saved is None:
             raise RecokdError(f"{path} was not written by a ReCoKD trainer; it cannot be resumed here.")
-        if saved["options"] != self.kd_options.to_dict():
-            changed = {k: (v, self.kd_options.to_dict().get(k)) for k, v in saved["options"].items()
+        saved_options = KDOptions.from_dict(saved["options"]).to_dict()  # options added since then: their defaults
+        if saved_options != self.kd_options.to_dict():
+            changed = {k: (v, self.kd_options.to_dict().get(k)) for k, v in saved_options.items()
                        if self.kd_options.to_dict().get(k) != v}
             raise RecokdError(f"Cannot resume {path} with different distillation options "
                               f"(saved vs now: {changed}); resume with the same options or start a new run.")

@@ -97,6 +97,15 @@ def _load_plans_and_dataset(workspace: Workspace, dataset: str | int) -> tuple[s
     return name, folder, json.loads(plans_file.read_text()), json.loads((folder / "dataset.json").read_text())
 
 
+def _load_dataset(workspace: Workspace, dataset: str | int) -> tuple[Path, dict]:
+    """The preprocessed dataset folder and its dataset.json: all a student needs (its plans are the teacher's)."""
+    _, name = resolve_dataset(workspace, dataset)
+    folder = workspace.preprocessed / name
+    if not (folder / "dataset.json").is_file():
+        raise RecokdError(f"{name} is not preprocessed yet ({folder / 'dataset.json'} missing): run recokd prepare.")
+    return folder, json.loads((folder / "dataset.json").read_text())
+
+
 def _resume_or_refuse(trainer, resume: bool) -> None:
     """Load the newest checkpoint when resuming; never silently overwrite an earlier run."""
     fold_folder = Path(trainer.output_folder)
@@ -208,7 +217,7 @@ def build_student_trainer(
     if not teacher_plans_file.is_file():
         raise RecokdError(f"{teacher_folder} has no plans.json: give the teacher's nnU-Net results folder "
                           "(…/<Trainer>__<Plans>__<configuration>).")
-    _, preprocessed, _, dataset_json = _load_plans_and_dataset(workspace, dataset)
+    preprocessed, dataset_json = _load_dataset(workspace, dataset)
     student_plans = _narrowed_plans(json.loads(teacher_plans_file.read_text()), configuration, width, preprocessed)
     trainer = TRAINERS[options.mode](student_plans | {"continue_training": continue_training}, configuration,
                                      _fold(fold), dataset_json, device)

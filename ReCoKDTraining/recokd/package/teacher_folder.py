@@ -1,4 +1,4 @@
-"""A model package as an nnU-Net results folder, so that a shipped or downloaded teacher can teach.
+"""A teacher given as an nnU-Net results folder or as a model package, and a package as a results folder.
 
 ``recokd distill`` takes its teacher as an nnU-Net results folder
 (``<Trainer>__<Plans>__<configuration>/`` with ``plans.json``, ``dataset.json`` and
@@ -6,18 +6,30 @@
 weights, verified on loading (:func:`recokd.package.archive.load_package`), so it can be
 written back into that layout: the checkpoint holds only tensors and plain data (it is read
 back with ``weights_only=True``), names nnU-Net's stock trainer and carries no training log.
+
+:func:`read_teacher` reads either form without writing anything, so everything a run needs to
+check (labels, channels, plans) can be checked before the work directory is touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
+from recokd.errors import RecokdError
 from recokd.nnunet.checkpoint import save_atomically
-from recokd.package.archive import load_package
+from recokd.nnunet.teacher import channel_names, configuration_of_results_folder
+from recokd.package.archive import PACKAGE_SUFFIX, load_package
+from recokd.package.model import ModelPackage
 
 FOLD = 0
+CHECKPOINT = "checkpoint_final.pth"
 TRAINER = "nnUNetTrainer"
+_DATASET_NAME = re.compile(r"Dataset\d{3}_\w+")
+_FOLDER_PART = re.compile(r"(?!.*__)[A-Za-z0-9][A-Za-z0-9_.-]*")  # one part of <Trainer>__<Plans>__<configuration>
 
 
 def teacher_folder_from_package(package: Path, results: Path) -> Path:
@@ -25,10 +37,24 @@ def teacher_folder_from_package(package: Path, results: Path) -> Path:
 
     An existing folder with a final checkpoint is reused as it is (a second run writes nothing).
     """
-    model = load_package(Path(package))
-    dataset = model.plans.get("dataset_name") or "Dataset999_Teacher"
+    return teacher_folder_from_model(load_package(Path(package)), results)
+
+
+def teacher_folder_from_model(model: ModelPackage, results: Path) -> Path:
+    """:func:`teacher_folder_from_package` for a package already loaded.
+
+    The folder's names come from the package's plans, a file someone sent: a dataset name that
+    is not nnU-Net's ``DatasetXXX_Name`` is replaced, and a plans or configuration name that could
+    leave ``results`` or break the ``__``-separated folder name is refused.
+    """
+    dataset = str(model.plans.get("dataset_name"))
+    dataset = dataset if _DATASET_NAME.fullmatch(dataset) else "Dataset999_Teacher"
+    for what, name in (("plans", model.plans.get("plans_name")), ("configuration", model.configuration)):
+        if not (isinstance(name, str) and _FOLDER_PART.fullmatch(name)):
+            raise RecokdError(f"The package's {what} name {name!r} cannot name an nnU-Net results folder (letters, "
+                              "digits, '.', '-' and single '_' only). Re-export the model.")
     folder = Path(results) / dataset / f"{TRAINER}__{model.plans['plans_name']}__{model.configuration}"
-    checkpoint = folder / f"fold_{FOLD}" / "checkpoint_final.pth"
+    checkpoint = folder / f"fold_{FOLD}" / CHECKPOINT
     if checkpoint.is_file():
         return folder
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -42,3 +68,53 @@ def teacher_folder_from_package(package: Path, results: Path) -> Path:
         "source_package": model.name,
     }, checkpoint)
     return folder
+
+
+@dataclass(frozen=True)
+class TeacherSource:
+    """A teacher as given: ``path`` is a results folder (``package`` None) or a ``*.recokd.zip`` (loaded, verified)."""
+
+    path: Path
+    plans: dict
+    dataset_json: dict
+    configuration: str
+    package: ModelPackage | None = None
+
+    @property
+    def channels(self) -> int:
+        return len(channel_names(self.dataset_json))
+
+    def checkpoint(self, fold: int | str, name: str) -> tuple[int | str, str]:
+        """``(fold, checkpoint name)`` to load: the caller's for a folder; a package's one set of weights is
+        written out as fold 0's final checkpoint."""
+        return (fold, name) if self.package is None else (FOLD, CHECKPOINT)
+
+    def results_folder(self, work_dir: Path) -> Path:
+        """The teacher's nnU-Net results folder; a package is written out once under ``work_dir/teachers``.
+
+        Each package gets its own folder, named by its file's sha256: two packages whose plans
+        and dataset names agree never share (and never reuse) each other's weights.
+        """
+        if self.package is None:
+            return self.path
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        return teacher_folder_from_model(self.package, Path(work_dir) / "teachers" / digest.hexdigest()[:16])
+
+
+def read_teacher(path: Path) -> TeacherSource:
+    """The teacher at ``path``: a results folder (``<Trainer>__<Plans>__<configuration>``) or a model package."""
+    path = Path(path).resolve()
+    if path.name.endswith(PACKAGE_SUFFIX):
+        model = load_package(path)
+        return TeacherSource(path, model.plans, model.dataset_json, model.configuration, model)
+    configuration = configuration_of_results_folder(path)
+    found = {name: path / name for name in ("plans.json", "dataset.json")}
+    missing = [name for name, file in found.items() if not file.is_file()]
+    if missing:
+        raise RecokdError(f"{path} has no {' or '.join(missing)}: give the teacher's nnU-Net results folder "
+                          f"(…/<Trainer>__<Plans>__<configuration>) or its model package (*{PACKAGE_SUFFIX}).")
+    plans, dataset_json = (json.loads(file.read_text(encoding="utf-8")) for file in found.values())
+    return TeacherSource(path, plans, dataset_json, configuration)

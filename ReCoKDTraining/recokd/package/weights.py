@@ -62,6 +62,14 @@ def network_skeleton(plans: dict, dataset_json: dict, configuration: str) -> nn.
         ) from error
 
 
+def update_with_state_dict(digest, state_dict: dict[str, torch.Tensor]) -> None:
+    """Feed every tensor of ``state_dict`` (name, dtype, shape, bytes; in name order) into a hashlib ``digest``."""
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+
+
 def alias_map(network: nn.Module) -> dict[str, str]:
     """Every state-dict key of ``network`` -> the first key naming the same tensor."""
     first: dict[int, str] = {}

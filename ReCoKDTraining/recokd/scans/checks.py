@@ -1,0 +1,159 @@
+"""Checks that a teacher can preprocess and label a folder of scans, run before anything is written.
+
+What is refused, each with a :class:`RecokdError` that says what to change:
+
+- plans that cannot preprocess a scan: another image reader than nnU-Net's ``SimpleITKIO``
+  (ReCoKD reads scans as that reader does), a region-based or cascade configuration, or a
+  normalisation that needs intensity statistics the plans lack (``CTNormalization`` clips and
+  scales with ``foreground_intensity_properties_per_channel``, which a hand-made plans file may
+  miss); anything else nnU-Net's preprocessor fails on is found by running it on a small
+  volume;
+- scans that are unreadable, not 3D/4D scalar volumes, or whose channels do not match the
+  teacher's;
+- labels of another size than their scan, with non-integer values, or with values the
+  teacher's ``dataset.json`` does not define.
+
+Image files are checked from their headers (cheap); label files are read whole (their values
+matter). DICOM series are read later, when preprocessed, and a failure there is reported then.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from recokd.errors import RecokdError
+from recokd.inference.image_io import dicom_series, read_image
+from recokd.package.teacher_folder import TeacherSource
+from recokd.scans.cases import ScanCase
+
+READER = "SimpleITKIO"
+CT_STATISTICS = ("mean", "std", "percentile_00_5", "percentile_99_5")
+_PROBE_SHAPE = (12, 12, 12)
+
+
+def check_teacher_can_preprocess(teacher: TeacherSource) -> None:
+    """Refuse plans whose preprocessing the scans cannot go through (see the module docstring)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = teacher.plans
+    where = f"The teacher's plans ({teacher.path.name})"
+    if plans.get("image_reader_writer", READER) != READER:
+        raise RecokdError(f"{where} read images with {plans['image_reader_writer']}; ReCoKD reads scans as nnU-Net's "
+                          f"{READER} does, so the teacher would see them in another orientation. Use a teacher "
+                          f"planned with {READER} (nnU-Net's default for NIfTI/NRRD/MHA).")
+    try:
+        plans_manager = PlansManager(plans)
+        configuration = plans_manager.get_configuration(teacher.configuration)
+        label_manager = plans_manager.get_label_manager(teacher.dataset_json)
+        schemes = list(configuration.normalization_schemes)
+    except Exception as error:  # a plans file from elsewhere: any failure means it is unusable
+        raise RecokdError(f"{where} have no usable configuration '{teacher.configuration}' ({error!r}).") from error
+    if label_manager.has_regions:
+        raise RecokdError(f"{where} train regions (overlapping labels); ReCoKD distils label-map teachers only.")
+    if configuration.previous_stage_name is not None:
+        raise RecokdError(f"{where}: configuration '{teacher.configuration}' is a cascade stage; ReCoKD distils "
+                          "single-stage teachers only.")
+    if len(schemes) != teacher.channels:
+        raise RecokdError(f"{where} normalise {len(schemes)} channel(s) but dataset.json names {teacher.channels}.")
+    statistics = plans.get("foreground_intensity_properties_per_channel")
+    for channel, scheme in enumerate(schemes):
+        entry = statistics.get(str(channel)) if isinstance(statistics, dict) else None
+        needed = CT_STATISTICS if scheme == "CTNormalization" else ()
+        if not isinstance(entry, dict) or not all(_is_number(entry.get(key)) for key in needed):
+            raise RecokdError(
+                f"{where} cannot preprocess scans: channel {channel} is normalised with {scheme}, which needs the "
+                f"intensity statistics nnU-Net fingerprints from the training data "
+                f"(foreground_intensity_properties_per_channel['{channel}']{' with ' + ', '.join(needed) if needed else ''}), "
+                "and the plans lack them. Export the teacher from its nnU-Net results folder, whose plans.json has them.")
+    _probe(plans_manager, configuration, teacher, where)
+
+
+def _probe(plans_manager, configuration, teacher: TeacherSource, where: str) -> None:
+    """Run nnU-Net's preprocessor on a small volume: whatever it would fail on, it fails on here, before any file."""
+    try:
+        preprocessor = configuration.preprocessor_class(verbose=False)
+        probe = np.random.default_rng(0).normal(100, 20, (teacher.channels, *_PROBE_SHAPE)).astype(np.float32)
+        spacing = [1.0] * (3 - len(configuration.spacing)) + [float(s) for s in configuration.spacing]
+        preprocessor.run_case_npy(probe, None, {"spacing": spacing}, plans_manager,
+                                  configuration, teacher.dataset_json)
+    except Exception as error:
+        raise RecokdError(f"{where} cannot preprocess a scan with nnU-Net's preprocessor ({error!r}).") from error
+
+
+def check_scans(cases: list[ScanCase], teacher: TeacherSource) -> None:
+    """Every scan readable with the teacher's channel count; every label its scan's size, with known values."""
+    known = _label_values(teacher.dataset_json)
+    for case in cases:
+        size = _scan_size(case, teacher)
+        if case.label is not None:
+            _check_label(case, size, known)
+
+
+def _scan_size(case: ScanCase, teacher: TeacherSource) -> tuple[int, int, int] | None:
+    """The spatial size (x, y, z) of the case's scan, checked against the teacher's channels; None for DICOM."""
+    channels = teacher.channels
+    if case.images[0].is_dir():
+        found = dicom_series(case.images[0])
+        if len(found) != 1:
+            raise RecokdError(f"Case {case.name}: {case.images[0]} holds {len(found)} DICOM series; put each series "
+                              "in a folder of its own.")
+        if channels != 1:
+            raise RecokdError(f"Case {case.name} is one DICOM series (one channel); the teacher takes {channels} "
+                              "channels.")
+        return None
+    sizes, total = set(), 0
+    for path in case.images:
+        dimension, size, components = _header(path)
+        if components != 1 or dimension not in (3, 4):
+            raise RecokdError(f"Case {case.name}: {path.name} is not a 3D scalar volume ({dimension}D, {components} "
+                              "component(s) per voxel).")
+        total += size[3] if dimension == 4 else 1
+        sizes.add(size[:3])
+    if total != channels:
+        layout = "one file per case" if channels == 1 else (
+            f"one 4D file per case or nnU-Net's <case>_0000 .. <case>_{channels - 1:04d} files")
+        raise RecokdError(f"Case {case.name} has {total} channel(s); the teacher takes {channels} "
+                          f"({teacher.dataset_json.get('channel_names')}). Give {layout}.")
+    if len(sizes) != 1:
+        raise RecokdError(f"Case {case.name}: its channel files differ in size {sorted(sizes)}.")
+    return sizes.pop()
+
+
+def _header(path) -> tuple[int, tuple[int, ...], int]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1:]
+        raise RecokdError(f"Cannot read {path} as an image (truncated, or not NIfTI/NRRD/MHA?): "
+                          f"{reason[0] if reason else error}") from error
+    return reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents()
+
+
+def _check_label(case: ScanCase, size: tuple[int, int, int] | None, known: set[int]) -> None:
+    image = read_image(case.label)
+    if size is not None and tuple(image.GetSize()) != size:
+        raise RecokdError(f"Case {case.name}: the label file {case.label.name} has size {image.GetSize()}, its scan "
+                          f"{size}. Labels must be on their scan's voxel grid.")
+    values = np.unique(sitk.GetArrayViewFromImage(image))
+    if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+        raise RecokdError(f"Case {case.name}: the label file {case.label.name} holds non-integer values; labels are "
+                          "class numbers.")
+    unknown = sorted(int(v) for v in values if int(v) not in known)
+    if unknown:
+        raise RecokdError(f"Case {case.name}: the label file {case.label.name} holds value(s) {unknown}, which the "
+                          f"teacher does not know (its labels are {sorted(known)}). Relabel the file to the teacher's "
+                          "label values.")
+
+
+def _label_values(dataset_json: dict) -> set[int]:
+    values: set[int] = set()
+    for value in dataset_json["labels"].values():
+        values.update(value if isinstance(value, list) else [value])
+    return {int(v) for v in values}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
