@@ -14,7 +14,7 @@ import blosc2
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SCHEDULE, isolated_env, json_lines, recokd
+from conftest import DATASET, TINY_SCHEDULE, isolated_env, json_lines, recokd
 
 from recokd.data.phantom import write_dataset
 from recokd.demo import DemoConfig
@@ -163,3 +163,17 @@ def test_labeled_and_teacher_labelled_scans_train_together_with_soft_targets_and
     recokd(*args, "--epochs", "2", "--resume", env=isolated_env())
     assert {p.name: p.stat().st_mtime_ns for p in data.iterdir()} == written
     assert json.loads((dataset / MANIFEST).read_text()) == manifest
+
+
+def test_a_teacher_package_teaches_on_a_preprocessed_dataset_too(tiny_pipeline, tiny_teacher_package, tmp_path):
+    """``--teacher x.recokd.zip --dataset``: the package is written out once as a results folder in the work dir."""
+    env = tiny_pipeline.env | {"nnUNet_raw": str(tiny_pipeline.work_dir / "nnUNet_raw"),
+                               "nnUNet_preprocessed": str(tiny_pipeline.work_dir / "nnUNet_preprocessed"),
+                               "nnUNet_results": str(tmp_path / "results")}
+    recokd("distill", "--teacher", str(tiny_teacher_package), "--dataset", DATASET, "--work-dir", str(tmp_path),
+           "--device", "cpu", "--mode", "logit", "--width", "1/8", "--calibration-patches", "2", "--progress", "none",
+           "--no-export", *TINY_SCHEDULE, env=env)
+    teachers = list((tmp_path / "teachers").glob(f"*/{DATASET}/nnUNetTrainer__nnUNetPlans__3d_fullres"))
+    assert len(teachers) == 1 and (teachers[0] / "fold_0" / "checkpoint_final.pth").is_file()
+    student = tmp_path / "results" / DATASET / "ReCoKDTrainer_logitKD__nnUNetPlans_ReCoKD_w8__3d_fullres" / "fold_0"
+    assert load_checkpoint(student / "checkpoint_final.pth")["recokd"]["teacher"]["folder"] == str(teachers[0])
