@@ -179,6 +179,7 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._pollTimer = None
+        self._modelComboShows = None  # (models, chosen model) the model list was last filled with
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -241,7 +242,8 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.logic is not None:  # None below the version floor
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -290,13 +292,19 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateModelComboBox()
 
     def updateModelComboBox(self) -> None:
+        """Fill the model list, unless it already shows these models with the chosen one current (a
+        rebuild on every parameter change would close the list while the user has it open)."""
         combo = self.ui.modelComboBox
+        chosen = self._parameterNode.model
+        shown = (list(self.logic.models), chosen)
+        if shown == self._modelComboShows and combo.currentIndex == (max(combo.findData(chosen), 0) if chosen else -1):
+            return
+        self._modelComboShows = shown
         wasBlocked = combo.blockSignals(True)
         combo.clear()
         for model in self.logic.models:
             combo.addItem(model.name, model.path)
             combo.setItemData(combo.count - 1, model.description or model.path, qt.Qt.ToolTipRole)
-        chosen = self._parameterNode.model
         if chosen and combo.findData(chosen) < 0:
             combo.addItem(Path(chosen).name, chosen)  # a package path chosen from the console
         combo.addItem(_("Add model package..."), ADD_MODEL_ITEM)
@@ -318,11 +326,11 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.mainWindow(), _("Add model package"), "", _("ReCoKD model packages (*.zip)"))
         if path:
             with slicer.util.tryWithErrorDisplay(_("Could not add the model package."), waitCursor=True):
-                self.startRun(self.logic.startAddingModel(path, **self.segmentSectionCallbacks(self.onModelsRunFinished)))
+                self.startRun(self.logic.startAddingModel(path, **self.modelsSectionCallbacks()))
 
     def onRefreshModels(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not list the installed models.")):
-            self.startRun(self.logic.startListingModels(**self.segmentSectionCallbacks(self.onModelsRunFinished)))
+            self.startRun(self.logic.startListingModels(**self.modelsSectionCallbacks()))
 
     def onModelsRunFinished(self, runner) -> None:
         if runner.state is RunnerState.DONE and runner.output:
@@ -355,7 +363,8 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not start the distillation."), waitCursor=True):
             parameters = self.logic.distillParametersFromNode(self._parameterNode, resume=resume)
             self.startRun(self.logic.startDistillation(parameters, **self.runCallbacks(
-                self.ui.distillProgressBar, self.ui.distillStatusLabel, self.ui.distillLog, self.onModelsRunFinished)))
+                self.ui.distillProgressBar, self.ui.distillStatusLabel, self.ui.distillLog, self.onModelsRunFinished,
+                cancelledText=_("Stopped; Resume continues from the last checkpoint in the work folder."))))
 
     def onStopDistillation(self) -> None:
         self.logic.distillRunner.cancel()
@@ -374,12 +383,22 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- runs -------------------------------------------------------------------------------
 
-    def segmentSectionCallbacks(self, onFinished) -> dict:
+    def segmentSectionCallbacks(self, onFinished, **endTexts) -> dict:
         """Runs started from the Segment and Setup sections report in the Segment section."""
-        return self.runCallbacks(self.ui.segmentProgressBar, self.ui.segmentStatusLabel, self.ui.segmentLog, onFinished)
+        return self.runCallbacks(self.ui.segmentProgressBar, self.ui.segmentStatusLabel, self.ui.segmentLog, onFinished,
+                                 **endTexts)
 
-    def runCallbacks(self, progressBar, statusLabel, logWidget, onFinished) -> dict:
-        """Callbacks that show one run's progress, log and end in the given widgets."""
+    def modelsSectionCallbacks(self) -> dict:
+        """Listing or adding models reports in the Segment section, ending with the number of models."""
+        return self.segmentSectionCallbacks(self.onModelsRunFinished, doneText=lambda runner: _(
+            "{count} models available.").format(count=len(runner.output or [])))
+
+    def runCallbacks(self, progressBar, statusLabel, logWidget, onFinished, doneText=None, cancelledText=None) -> dict:
+        """Callbacks that show one run's progress, log and end in the given widgets.
+
+        ``doneText(runner)`` and ``cancelledText`` are the status once the run is done or
+        cancelled (default: its duration, and that the scene was not changed).
+        """
         runner = None
 
         def onProgress(update):
@@ -404,10 +423,11 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 qt.QTimer.singleShot(0, lambda: slicer.util.errorDisplay(error, detailedText=log))
             elif state is RunnerState.IDLE:
                 progressBar.hide()
-                statusLabel.text = _("Cancelled; the scene was not changed.")
+                statusLabel.text = cancelledText or _("Cancelled; the scene was not changed.")
             elif state is RunnerState.DONE:
                 progressBar.hide()
-                statusLabel.text = _("Done in {seconds:.1f} s.").format(seconds=runner.elapsed)
+                statusLabel.text = (doneText(runner) if doneText else
+                                    _("Done in {seconds:.1f} s.").format(seconds=runner.elapsed))
             if state in (RunnerState.FAILED, RunnerState.IDLE, RunnerState.DONE):
                 onFinished(runner)
             self.updateGuiFromParameterNode()

@@ -480,13 +480,16 @@ class ProcessRunner:
 
 
 def progress_text(update: ProgressUpdate | None, elapsed_seconds: float) -> str:
-    """A status line: stage, message, percentage and, once there is enough to go by, time left."""
+    """A status line: stage, message, percentage and, once there is enough to go by, time left.
+
+    A message that only repeats the stage's name is left out ("Predicting", not "Predicting: predicting").
+    """
     if update is None:
         return "Starting..."
     details = []
     if update.epoch is not None and update.epochs:
         details.append(f"epoch {update.epoch}/{update.epochs}")
-    if update.message:
+    if update.message and update.message.strip().lower() != update.stage.lower():
         details.append(update.message)
     text = update.stage.capitalize() or "Working"
     if details:

@@ -107,6 +107,10 @@ def test_extension_cmake_declares_the_metadata():
     assert "add_subdirectory(ReCoKDSegment)" in cmake
     assert (REPO / "Resources" / "Icons" / "ReCoKD.png").is_file()
     assert "cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)" in cmake  # the Slicer 5.10 template's
+    for url in re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', cmake).group(1).split():
+        path = REPO / url.split("/main/", 1)[1]
+        assert path.is_file() and path.parent == REPO / "Resources" / "Screenshots", url
+    assert "rendered with Qt outside Slicer" in (REPO / "README.md").read_text()  # the screenshots' caption
 
 
 STUB_SLICER = """

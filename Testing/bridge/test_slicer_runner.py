@@ -81,6 +81,7 @@ def test_progress_text():
     assert progress_text(ProgressUpdate("predicting", 0.25), 60.0) == "Predicting (25%, about 3 min left)"
     assert progress_text(ProgressUpdate("loading", None, "model"), 1.0) == "Loading: model"
     assert progress_text(ProgressUpdate("loading", 0.01), 1.0) == "Loading (1%)"
+    assert progress_text(ProgressUpdate("predicting", 0.15, "predicting"), 0.0) == "Predicting (15%)"
 
 
 def test_transition_table_allows_exactly_the_documented_moves():

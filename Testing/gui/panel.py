@@ -36,7 +36,7 @@ class Panel:
         self.host = qSlicerScriptedLoadableModuleWidget()
         self.widget = module.ReCoKDSegmentWidget(self.host)
         self.widget.setup()
-        self.ui = self.widget.ui
+        self.ui = getattr(self.widget, "ui", None)  # None when setup() showed only the version floor
         self.logic = self.widget.logic
         self.host.resize(*PANEL_SIZE)
         self.host.show()

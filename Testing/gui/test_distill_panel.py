@@ -55,7 +55,7 @@ def test_start_then_stop_a_distillation(distil_panel, app, tmp_path):
     distil_panel.click(ui.stopDistillButton)
     distil_panel.wait_idle()
 
-    assert ui.distillStatusLabel.text == "Cancelled; the scene was not changed."
+    assert ui.distillStatusLabel.text == "Stopped; Resume continues from the last checkpoint in the work folder."
     assert distill_buttons(ui) == {"startDistillButton": True, "resumeDistillButton": True,
                                    "stopDistillButton": False, "installButton": True}
     assert not ui.distillProgressBar.visible and distil_panel.logic.distillRunner.cancelled
@@ -77,3 +77,13 @@ def test_resume_passes_resume_and_a_missing_dataset_is_shown_as_an_error(distil_
     assert isinstance(error, module.ReCoKDSegmentError)
     slot_errors.clear()
     assert ui.startDistillButton.enabled and not ui.stopDistillButton.enabled
+
+
+def test_typing_in_the_distil_fields_leaves_the_open_model_list_alone(distil_panel):
+    """Each keystroke changes the parameter node; the model list must not be rebuilt under the user."""
+    combo = distil_panel.ui.modelComboBox
+    marker_role = 256 + 7  # a role of our own, gone if the list is cleared and filled again
+    combo.setItemData(0, "still the same list", marker_role)
+    distil_panel.type_into(distil_panel.ui.datasetLineEdit, "991")
+    assert combo.itemData(0, marker_role) == "still the same list"
+    assert combo.currentText == "threshold"

@@ -48,6 +48,7 @@ def test_the_panel_lists_the_scene_the_models_and_the_choices(make_panel, panel_
     assert panel.items(ui.deviceComboBox) == ["auto", "cpu", "cuda"] and ui.deviceComboBox.currentText == "auto"
     assert (ui.epochsSpinBox.minimum, ui.epochsSpinBox.maximum, ui.epochsSpinBox.value) == (1, 10000, 250)
     assert not ui.segmentProgressBar.visible and ui.segmentLog.toPlainText().startswith("Listing models: ")
+    assert ui.segmentStatusLabel.text == "2 models available."  # not "Done in ...": nothing was segmented
 
 
 def test_a_cancelled_add_model_dialog_keeps_the_chosen_model(make_panel, panel_standin_launcher, app,
@@ -135,3 +136,36 @@ def test_clicking_segment_again_cancels_and_leaves_the_scene_unchanged(make_pane
     assert ui.segmentButton.text == "Segment" and ui.segmentButton.enabled and not ui.segmentProgressBar.visible
     assert panel.logic.segmentRunner.cancelled and app.dialogs.errors == []
     assert list(Path(app.temporaryPath).iterdir()) == []
+
+
+def test_below_the_version_floor_the_panel_shows_the_floor_and_nothing_else(app, monkeypatch, qt_application):
+    from panel import Panel
+    from slicer_app_standins import load_module
+
+    monkeypatch.setattr(app, "majorVersion", 5)
+    monkeypatch.setattr(app, "minorVersion", 8)
+    module = load_module(monkeypatch)
+    panel = Panel(module)
+    try:
+        labels = [child.text for child in panel.host.findChildren(__import__("qt").QLabel)]
+        assert labels == [module.VERSION_FLOOR_MESSAGE] and "needs Slicer 5.10 or newer" in labels[0]
+        assert panel.logic is None and not hasattr(panel.widget, "ui")
+    finally:
+        panel.close()  # cleanup() of a widget that set nothing up
+
+
+def test_cleanup_after_a_failed_setup_raises_nothing(module, monkeypatch, qt_application):
+    """A broken .ui file makes setup() raise part way; Slicer still calls cleanup() when it closes."""
+    import slicer.util
+    from slicer_gui_standins import qSlicerScriptedLoadableModuleWidget
+
+    def broken_ui(path):
+        raise RuntimeError(f"could not load {path}")
+
+    monkeypatch.setattr(slicer.util, "loadUI", broken_ui)
+    host = qSlicerScriptedLoadableModuleWidget()
+    widget = module.ReCoKDSegmentWidget(host)
+    with pytest.raises(RuntimeError, match="could not load"):
+        widget.setup()
+    widget.cleanup()
+    host.deleteLater()
