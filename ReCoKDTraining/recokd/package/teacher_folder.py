@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recokd.errors import RecokdError
+from recokd.inference.image_io import atomic_destination
 from recokd.nnunet.checkpoint import save_atomically
 from recokd.nnunet.teacher import channel_names, configuration_of_results_folder
 from recokd.package.archive import PACKAGE_SUFFIX, load_package
@@ -58,8 +59,10 @@ def teacher_folder_from_model(model: ModelPackage, results: Path) -> Path:
     if checkpoint.is_file():
         return folder
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    (folder / "plans.json").write_text(json.dumps(model.plans, indent=2), encoding="utf-8")
-    (folder / "dataset.json").write_text(json.dumps(model.dataset_json, indent=2), encoding="utf-8")
+    for name, content in (("plans.json", model.plans), ("dataset.json", model.dataset_json)):
+        # atomically: the ranks of a torchrun job write the same folder at once, and read it right after
+        with atomic_destination(folder / name) as temporary:
+            temporary.write_text(json.dumps(content, indent=2), encoding="utf-8")
     save_atomically({
         "network_weights": model.state_dict,
         "init_args": {"configuration": model.configuration, "fold": FOLD},
