@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import blosc2
+import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
+from tiny_student import UID_ROOT, write_dicom_series
 
 from recokd.cli import main
 from recokd.data.phantom import PhantomConfig, write_dataset
 from recokd.errors import RecokdError
+from recokd.nnunet.teacher import load_teacher
 from recokd.package.archive import load_package, write_package
 from recokd.package.registry import SOURCE_BUNDLED_DIR
+from recokd.package.teacher_folder import read_teacher
 from recokd.scans.cases import find_cases
+from recokd.scans.checks import check_scans
+from recokd.scans.dataset import build_scans_dataset
+from recokd.scans.teacher_labels import TeacherLabeller
+from recokd.workspace import Workspace
 
 PHANTOM_TEACHER = SOURCE_BUNDLED_DIR / "phantom-teacher.recokd.zip"
 
@@ -169,3 +179,36 @@ def test_labels_alone_are_refused(tmp_path, capsys, phantoms):
     assert status == 2 and "--labels, --soft-target-weight and --labeled-share go with --images" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
 
+
+
+def test_dicom_series_folders_are_cases_and_a_ct_teacher_refuses_an_mr_series(tmp_path, capsys, phantoms):
+    scan = sitk.Cast(sitk.ReadImage(str(phantoms / "imagesTr" / "phantom_000_0000.nii.gz")), sitk.sitkInt16)
+    images, _ = copy_cases(phantoms, tmp_path)
+    write_dicom_series(images / "patient_ct", scan, f"{UID_ROOT}.9.1", "AX CT")
+    cases = find_cases(images, None, channels=1)
+    assert [c.name for c in cases] == ["patient_ct", "phantom_000", "phantom_001"]
+    check_scans(cases, read_teacher(PHANTOM_TEACHER))
+    write_dicom_series(images / "patient_mr", scan, f"{UID_ROOT}.9.2", "AX T1", modality="MR")
+    message = refused(tmp_path, capsys, images)
+    assert "patient_mr is a MR series; the teacher takes CT" in message
+
+
+def test_a_dicom_series_is_preprocessed_like_the_same_scan_as_nifti(tmp_path, monkeypatch, phantoms):
+    """No prediction: with labels for every case, only reading and nnU-Net's preprocessing run."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, "")
+    scan = sitk.Cast(sitk.ReadImage(str(phantoms / "imagesTr" / "phantom_000_0000.nii.gz")), sitk.sitkInt16)
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    sitk.WriteImage(scan, str(touch(images) / "nifti.nii.gz"))
+    write_dicom_series(images / "dicom", scan, f"{UID_ROOT}.9.3", "AX CT")
+    label = sitk.ReadImage(str(phantoms / "labelsTr" / "phantom_000.nii.gz"))
+    for name in ("nifti", "dicom"):
+        sitk.WriteImage(label, str(touch(labels) / f"{name}.nii.gz"))
+    workspace = Workspace.under(tmp_path / "work", respect_environment=False).activate()
+    teacher = load_teacher(read_teacher(PHANTOM_TEACHER).results_folder(workspace.root))
+    dataset = build_scans_dataset(workspace, images, find_cases(images, labels, 1),
+                                  TeacherLabeller(teacher, torch.device("cpu")))
+    assert dataset.labeled == ("dicom", "nifti") and dataset.predicted == 0
+    data = dataset.folder / "nnUNetPlans_3d_fullres"
+    nifti, dicom = (blosc2.open(str(data / f"{name}.b2nd"), mode="r")[:] for name in ("nifti", "dicom"))
+    assert nifti.shape == dicom.shape and np.allclose(nifti, dicom, atol=1e-4)

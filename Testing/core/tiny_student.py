@@ -145,8 +145,10 @@ def write_volume(image: sitk.Image, path: Path) -> Path:
 UID_ROOT = "1.2.826.0.1.3680043.2.1125.7"
 
 
-def write_dicom_series(folder: Path, volume: sitk.Image, series_uid: str, description: str) -> None:
-    """One CT slice file per z index, with the tags GDCM needs to group and order them."""
+def write_dicom_series(folder: Path, volume: sitk.Image, series_uid: str, description: str,
+                       modality: str = "CT") -> None:
+    """One slice file per z index (CT unless ``modality`` says otherwise), with the tags GDCM needs to group and
+    order them."""
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
@@ -154,7 +156,7 @@ def write_dicom_series(folder: Path, volume: sitk.Image, series_uid: str, descri
     for k in range(volume.GetDepth()):
         slice_ = volume[:, :, k]
         tags = {
-            "0008|0060": "CT",
+            "0008|0060": modality,
             "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
             "0008|0018": f"{series_uid}.{k + 1}",
             "0020|000d": f"{UID_ROOT}.1",

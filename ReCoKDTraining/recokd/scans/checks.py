@@ -9,7 +9,8 @@ What is refused, each with a :class:`RecokdError` that says what to change:
   miss); anything else nnU-Net's preprocessor fails on is found by running it on a small
   volume;
 - scans that are unreadable, not 3D/4D scalar volumes, or whose channels do not match the
-  teacher's;
+  teacher's; a DICOM series of another modality than CT for a teacher that normalises its
+  input as CT (files other than DICOM carry no modality to check);
 - labels of another size than their scan, with non-integer values, or with values the
   teacher's ``dataset.json`` does not define.
 
@@ -30,6 +31,7 @@ from recokd.scans.cases import ScanCase
 READER = "SimpleITKIO"
 CT_STATISTICS = ("mean", "std", "percentile_00_5", "percentile_99_5")
 _PROBE_SHAPE = (12, 12, 12)
+_MODALITY_TAG = "0008|0060"
 
 
 def check_teacher_can_preprocess(teacher: TeacherSource) -> None:
@@ -101,6 +103,10 @@ def _scan_size(case: ScanCase, teacher: TeacherSource) -> tuple[int, int, int] |
         if channels != 1:
             raise RecokdError(f"Case {case.name} is one DICOM series (one channel); the teacher takes {channels} "
                               "channels.")
+        modality = _dicom_modality(found[0].files[0])
+        if modality not in ("", "CT") and _normalisation(teacher) == ["CTNormalization"]:
+            raise RecokdError(f"Case {case.name} is a {modality} series; the teacher takes CT (it normalises its input "
+                              "in Hounsfield units). Give CT scans, or a teacher trained on this modality.")
         return None
     sizes, total = set(), 0
     for path in case.images:
@@ -118,6 +124,24 @@ def _scan_size(case: ScanCase, teacher: TeacherSource) -> tuple[int, int, int] |
     if len(sizes) != 1:
         raise RecokdError(f"Case {case.name}: its channel files differ in size {sorted(sizes)}.")
     return sizes.pop()
+
+
+def _dicom_modality(file: str) -> str:
+    """The DICOM Modality (0008,0060) of a slice file, or "" when it has none."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return ""
+    return reader.GetMetaData(_MODALITY_TAG).strip().upper() if reader.HasMetaDataKey(_MODALITY_TAG) else ""
+
+
+def _normalisation(teacher: TeacherSource) -> list[str]:
+    """The teacher's normalisation per channel (its plans passed :func:`check_teacher_can_preprocess`)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    return list(PlansManager(teacher.plans).get_configuration(teacher.configuration).normalization_schemes)
 
 
 def _header(path) -> tuple[int, tuple[int, ...], int]:
