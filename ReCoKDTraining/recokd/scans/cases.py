@@ -97,7 +97,8 @@ def _label_files(labels: Path) -> dict[str, Path]:
     labels = _folder(labels, "--labels")
     files = sorted(p for p in labels.iterdir() if p.is_file() and _is_image(p))
     if not files:
-        raise RecokdError(f"--labels {labels} holds no label files ending in {', '.join(IMAGE_SUFFIXES)}.")
+        raise RecokdError(f"--labels {labels} holds no label files ending in {', '.join(IMAGE_SUFFIXES)} (Slicer "
+                          "segmentations, .seg.nrrd, are not read: export them as label maps).")
     named = [(strip_suffix(p, IMAGE_SUFFIXES), p) for p in files]
     _refuse_duplicates(named, "label files")
     return dict(named)
