@@ -22,8 +22,9 @@ TINY_SCHEDULE = ["--epochs", "1", "--iterations-per-epoch", "2", "--val-iteratio
 
 def recokd(*args: str, env: dict | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m recokd ARGS`` in a subprocess, as a user (or the Slicer module) would."""
+    # UTF-8 whatever the locale: GDCM sets the C locale in-process once a test has read DICOM
     result = subprocess.run([sys.executable, "-m", "recokd", *args], capture_output=True, text=True,
-                            env=env, timeout=timeout)
+                            encoding="utf-8", env=env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"recokd {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
