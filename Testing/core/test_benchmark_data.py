@@ -87,3 +87,14 @@ def test_a_work_directory_accepts_its_own_settings_again_and_refuses_others(tmp_
     with pytest.raises(RecokdError, match=r"other settings \(seed differ\)"):
         _claim_work_dir(tmp_path, replace(config, seed=1).fingerprint())
     assert json.loads((tmp_path / "benchmark_config.json").read_text())["seed"] == 0
+
+
+def test_a_run_recorded_before_newer_distillation_options_existed_continues(tmp_path):
+    """Options added since (e.g. soft_target_weight) count as their defaults, which the old run used."""
+    from recokd.evaluate.protocol import PRESETS, BenchmarkConfig, _claim_work_dir
+
+    fingerprint = BenchmarkConfig("phantom", PRESETS["cpu"], tmp_path).fingerprint()
+    older = json.loads(json.dumps(fingerprint))
+    del older["kd_options"]["soft_target_weight"], older["kd_options"]["labeled_share"]
+    (tmp_path / "benchmark_config.json").write_text(json.dumps(older))
+    _claim_work_dir(tmp_path, fingerprint)

@@ -387,6 +387,8 @@ def _claim_work_dir(root: Path, fingerprint: dict) -> None:
     fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back: tuples become lists
     if path.is_file():
         recorded = json.loads(path.read_text())
+        if isinstance(recorded.get("kd_options"), dict):  # options added since the run began: their defaults
+            recorded["kd_options"] = KDOptions.from_dict(recorded["kd_options"]).to_dict()
         if recorded != fingerprint:
             changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
             raise RecokdError(f"{root} holds a benchmark run with other settings ({', '.join(changed)} differ); "
