@@ -53,15 +53,11 @@ class TrainingProgress:
     def __init__(self, mode: str, schedule: Schedule, label: str) -> None:
         self.mode = mode
         self.schedule = schedule
+        self.label = label
         self._stdout = sys.stdout
-        self._bar = None
+        self._bar = None  # the training's, shown from its first step (after any scans' own bar)
         self._scans_bar = None
         self._scans_fraction = -1.0
-        if mode == "bar":
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=schedule.epochs * schedule.iterations_per_epoch, desc=label, unit="it",
-                             file=sys.stderr, dynamic_ncols=True)
 
     def quiet_stdout(self) -> contextlib.AbstractContextManager:
         """Inside: ``print`` goes to stderr unless progress is a bar (then the bar and logs share a terminal)."""
@@ -78,16 +74,26 @@ class TrainingProgress:
             from tqdm import tqdm
 
             self._scans_bar = tqdm(total=100, desc="scans", unit="%", file=sys.stderr, dynamic_ncols=True,
-                                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+                                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
         if self._scans_bar is not None:
             self._scans_bar.n = round(100 * fraction, 1)
             self._scans_bar.set_postfix_str(message)
+            if fraction >= 1:  # its time shows the preparation's alone
+                self._scans_bar.close()
         if round(fraction, 2) != round(self._scans_fraction, 2):
             self._scans_fraction = fraction
             self.emit({"event": "progress", "stage": "scans", "fraction": round(fraction, 4), "message": message})
 
+    def _training_bar(self):
+        if self._bar is None and self.mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.schedule.epochs * self.schedule.iterations_per_epoch, desc=self.label,
+                             unit="it", file=sys.stderr, dynamic_ncols=True)
+        return self._bar
+
     def on_step(self, epoch: int, iteration: int, values: dict) -> None:
-        if self._bar is not None:
+        if self._training_bar() is not None:
             self._bar.n = epoch * self.schedule.iterations_per_epoch + iteration
             self._bar.set_postfix(epoch=epoch, loss=f"{float(values['loss']):.3f}", refresh=False)
             self._bar.refresh()
@@ -95,7 +101,7 @@ class TrainingProgress:
     def on_epoch(self, done: int, total: int, values: dict) -> None:
         dice = values.get("mean_fg_dice")
         message = f"epoch {done}/{total}" + (f", pseudo Dice {dice:.3f}" if dice is not None else "")
-        if self._bar is not None:
+        if self._training_bar() is not None:
             self._bar.n = done * self.schedule.iterations_per_epoch
             self._bar.set_postfix_str(message)
         self.emit({"event": "progress", "stage": "training", "epoch": done, "epochs": total,
