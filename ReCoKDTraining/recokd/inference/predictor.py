@@ -18,10 +18,9 @@ floating-point rounding (with ``resampling="nnunet"``: bit for bit at one patch 
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,7 +32,7 @@ from recokd.inference.backends import Forward, make_forward, resolve_backend
 from recokd.inference.image_io import labels_like, volume_array
 from recokd.inference.label_map import RESAMPLING_CHOICES, logits_to_labels
 from recokd.inference.progress import CancelToken, ProgressCallback, StageProgress, raise_if_cancelled
-from recokd.inference.sliding_window import batched_tile_predictor_class, samples_per_forward
+from recokd.inference.sliding_window import tile_predictor
 from recokd.inference.validation import channels_first, check_finite, nnunet_spacing
 from recokd.nnunet.network import build_network
 from recokd.package.model import ModelPackage
@@ -97,28 +96,8 @@ class StudentPredictor:
             ) from error
         network.eval()
 
-        with redirect_stdout(io.StringIO()):  # nnU-Net prints an on-device warning for every non-CUDA device
-            self._nnunet = batched_tile_predictor_class()(
-                tile_step_size=tile_step,
-                use_gaussian=True,
-                use_mirroring=mirroring,
-                perform_everything_on_device=device.type == "cuda",
-                device=device,
-                verbose=False,
-                allow_tqdm=False,
-            )
-        self._nnunet.manual_initialization(
-            network,
-            plans_manager,
-            configuration,
-            [package.state_dict],
-            package.dataset_json,
-            "nnUNetTrainer",
-            tuple(package.mirror_axes) if package.mirror_axes else None,
-        )
-        self._nnunet.samples_per_forward = samples_per_forward(
-            configuration.patch_size, configuration.network_arch_init_kwargs["features_per_stage"][0],
-            self._nnunet.label_manager.num_segmentation_heads)
+        self._nnunet = tile_predictor(network, plans_manager, configuration, package.dataset_json, package.mirror_axes,
+                                      device, mirroring, tile_step, parameters=[package.state_dict])
         self._preprocessor = configuration.preprocessor_class(verbose=False)
         self.input_channels = determine_num_input_channels(plans_manager, configuration, package.dataset_json)
         self.backend, self._nnunet.forward = self._forward_pass(

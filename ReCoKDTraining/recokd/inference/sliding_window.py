@@ -57,6 +57,31 @@ def mirror_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, ..
     return [()] + [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
 
 
+def tile_predictor(network: torch.nn.Module, plans_manager, configuration, dataset_json: dict,
+                   mirror_axes: Sequence[int] | None, device: torch.device, mirroring: bool = True,
+                   tile_step: float = 0.5, parameters: list | None = None):
+    """nnU-Net's predictor with the batched sliding window, ready to predict with ``network``.
+
+    ``network`` is in eval mode with its weights loaded; ``plans_manager`` and ``configuration``
+    are nnU-Net's managers of its plans. The batch size comes from :func:`samples_per_forward`;
+    the result arrays stay on the device when it is a GPU. ``parameters`` are the weights nnU-Net
+    keeps for its own ensembling (None when nothing reloads them).
+    """
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):  # nnU-Net prints an on-device warning for every non-CUDA device
+        predictor = batched_tile_predictor_class()(
+            tile_step_size=tile_step, use_gaussian=True, use_mirroring=mirroring,
+            perform_everything_on_device=device.type == "cuda", device=device, verbose=False, allow_tqdm=False)
+    predictor.manual_initialization(network, plans_manager, configuration, parameters, dataset_json, "nnUNetTrainer",
+                                    tuple(mirror_axes) if mirror_axes else None)
+    predictor.samples_per_forward = samples_per_forward(
+        configuration.patch_size, configuration.network_arch_init_kwargs["features_per_stage"][0],
+        predictor.label_manager.num_segmentation_heads)
+    return predictor
+
+
 def batched_tile_predictor_class():
     """nnU-Net's predictor with the batched sliding window (built lazily: nnU-Net is imported on first use)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor

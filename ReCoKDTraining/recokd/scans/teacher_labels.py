@@ -14,11 +14,9 @@ another fingerprint, so the labels are predicted again.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Callable
-from contextlib import redirect_stdout
 
 import numpy as np
 import torch
@@ -41,22 +39,14 @@ class TeacherLabeller:
     def __init__(self, teacher: Teacher, device: torch.device, mirroring: bool = True, tile_step: float = 0.5) -> None:
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-        from recokd.inference.sliding_window import batched_tile_predictor_class, samples_per_forward
+        from recokd.inference.sliding_window import tile_predictor
 
         self.teacher = teacher
         self.mirroring = bool(mirroring and teacher.mirror_axes)
         self.tile_step = tile_step
         plans_manager = PlansManager(teacher.plans)
-        configuration = plans_manager.get_configuration(teacher.configuration)
-        with redirect_stdout(io.StringIO()):  # nnU-Net prints an on-device warning for every non-CUDA device
-            self._nnunet = batched_tile_predictor_class()(
-                tile_step_size=tile_step, use_gaussian=True, use_mirroring=self.mirroring,
-                perform_everything_on_device=device.type == "cuda", device=device, verbose=False, allow_tqdm=False)
-        self._nnunet.manual_initialization(teacher.network, plans_manager, configuration, None, teacher.dataset_json,
-                                           "nnUNetTrainer", teacher.mirror_axes)
-        self._nnunet.samples_per_forward = samples_per_forward(
-            configuration.patch_size, configuration.network_arch_init_kwargs["features_per_stage"][0],
-            self._nnunet.label_manager.num_segmentation_heads)
+        self._nnunet = tile_predictor(teacher.network, plans_manager, plans_manager.get_configuration(teacher.configuration),
+                                      teacher.dataset_json, teacher.mirror_axes, device, self.mirroring, tile_step)
 
     def fingerprint(self) -> str:
         """sha256 hex of the teacher (plans, configuration, labels, weights) and the sliding-window settings."""
