@@ -46,6 +46,7 @@ if VERSION_FLOOR_MESSAGE is None:  # the Lib needs Python 3.10
         KD_MODES,
         MS_CA_FORMS,
         STUDENT_WIDTHS,
+        TRAINING_DATA,
         DistillParameters,
         ModelInfo,
         distill_command,
@@ -138,6 +139,8 @@ if VERSION_FLOOR_MESSAGE is None:  # its choices come from the Lib
         resultSegmentation - the latest result (for "Show 3D").
         The remaining parameters are the distillation panel's, see ``recokd distill --help``;
         the teacher folder starts at nnU-Net's results folder (``$nnUNet_results``) or the home folder.
+        trainingData - "dataset" (the teacher's preprocessed ``dataset``) or "scans" (the scans in
+        ``imagesFolder``, with the label files in ``labelsFolder`` when ``useLabels``).
         """
 
         inputVolume: vtkMRMLScalarVolumeNode
@@ -148,7 +151,11 @@ if VERSION_FLOOR_MESSAGE is None:  # its choices come from the Lib
         outputSegmentation: vtkMRMLSegmentationNode
         resultSegmentation: vtkMRMLSegmentationNode
         teacherFolder: Path = Path(os.environ.get("nnUNet_results") or Path.home())
+        trainingData: Annotated[str, Choice(TRAINING_DATA)] = "dataset"
         dataset: str = ""
+        imagesFolder: Path = Path.home()
+        useLabels: bool = False
+        labelsFolder: Path = Path.home()
         studentWidth: Annotated[str, Choice(STUDENT_WIDTHS)] = "1/4"
         fold: Annotated[int, WithinRange(0, 4)] = 0
         epochs: Annotated[int, WithinRange(1, 10000)] = 250
@@ -285,6 +292,13 @@ class ReCoKDSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.enabled = segmentRunning or canSegment
         self.ui.segmentButton.toolTip = "" if canSegment else _("Choose an input volume and a model.")
         self.ui.show3DButton.setSegmentationNode(self._parameterNode.resultSegmentation)
+        fromScans = self._parameterNode.trainingData == "scans"
+        for widget in (self.ui.datasetLabel, self.ui.datasetLineEdit):
+            widget.visible = not fromScans
+        for widget in (self.ui.imagesLabel, self.ui.imagesPathLineEdit, self.ui.useLabelsCheckBox,
+                       self.ui.labelsPathLineEdit):
+            widget.visible = fromScans
+        self.ui.labelsPathLineEdit.enabled = self._parameterNode.useLabels
         self.ui.startDistillButton.enabled = not distillRunning
         self.ui.resumeDistillButton.enabled = not distillRunning
         self.ui.stopDistillButton.enabled = distillRunning
@@ -751,8 +765,11 @@ class ReCoKDSegmentLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def distillParametersFromNode(parameterNode, resume: bool = False) -> "DistillParameters":
         try:
+            fromScans = parameterNode.trainingData == "scans"
             return DistillParameters(
-                teacher=parameterNode.teacherFolder, dataset=parameterNode.dataset.strip(),
+                teacher=parameterNode.teacherFolder, dataset="" if fromScans else parameterNode.dataset.strip(),
+                images=parameterNode.imagesFolder if fromScans else None,
+                labels=parameterNode.labelsFolder if fromScans and parameterNode.useLabels else None,
                 work_dir=parameterNode.workFolder, width=parameterNode.studentWidth, fold=parameterNode.fold,
                 epochs=parameterNode.epochs, mode=parameterNode.kdMode, ms_ca=parameterNode.msCaForm,
                 kd_weight=parameterNode.kdWeight, device=parameterNode.distillDevice, gpus=parameterNode.gpuCount,

@@ -22,6 +22,8 @@ BACKENDS = ("auto", "torch", "openvino", "onnxruntime")  # recokd segment --back
 STUDENT_WIDTHS = ("1", "1/2", "1/4", "1/8")
 KD_MODES = ("recokd", "logit", "none")
 MS_CA_FORMS = ("gc", "affinity")
+#: What a student learns from: the teacher's preprocessed nnU-Net dataset, or a folder of scans (labels optional).
+TRAINING_DATA = ("dataset", "scans")
 
 
 def python_executable() -> str:
@@ -85,12 +87,16 @@ def segment_command(launcher: Sequence[str], parameters: SegmentParameters) -> l
 
 @dataclass(frozen=True)
 class DistillParameters:
-    """``recokd distill``: the distillation panel's choices. ``gpus`` > 1 runs one process per
+    """``recokd distill``: the distillation panel's choices. The student learns from ``dataset``
+    (the teacher's preprocessed nnU-Net dataset) or from the scans in ``images`` (label files, where
+    there are any, in ``labels``; the teacher labels the rest). ``gpus`` > 1 runs one process per
     GPU through ``torch.distributed.run``."""
 
     teacher: Path
     dataset: str
     work_dir: Path
+    images: Path | None = None
+    labels: Path | None = None
     width: str = "1/4"
     fold: int = 0
     epochs: int = 250
@@ -104,8 +110,17 @@ class DistillParameters:
     def __post_init__(self) -> None:
         if not str(self.teacher).strip() or Path(self.teacher) == Path("."):
             raise ValueError("choose the teacher's nnU-Net results folder")
-        if not str(self.dataset).strip():
-            raise ValueError("enter the dataset (nnU-Net id or name)")
+        if self.images is None:
+            if not str(self.dataset).strip():
+                raise ValueError("enter the dataset (nnU-Net id or name)")
+            if self.labels is not None:
+                raise ValueError("a labels folder goes with a scans folder, not with a dataset")
+        elif str(self.dataset).strip():
+            raise ValueError("give either a dataset or a scans folder, not both")
+        elif not str(self.images).strip() or Path(self.images) == Path("."):
+            raise ValueError("choose the folder of scans")
+        elif self.labels is not None and (not str(self.labels).strip() or Path(self.labels) == Path(".")):
+            raise ValueError("choose the labels folder, or learn from the teacher's labels only")
         if not str(self.work_dir).strip() or Path(self.work_dir) == Path("."):
             raise ValueError("choose a work folder for the distillation")
         _choice("student width", self.width, STUDENT_WIDTHS)
@@ -130,7 +145,8 @@ def distill_command(launcher: Sequence[str], parameters: DistillParameters) -> l
     arguments = [
         "distill",
         "--teacher", str(parameters.teacher),
-        "--dataset", str(parameters.dataset),
+        *(["--dataset", str(parameters.dataset)] if parameters.images is None else ["--images", str(parameters.images)]),
+        *(["--labels", str(parameters.labels)] if parameters.labels is not None else []),
         "--width", parameters.width,
         "--fold", str(parameters.fold),
         "--epochs", str(parameters.epochs),

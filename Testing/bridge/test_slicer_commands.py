@@ -86,6 +86,16 @@ def test_resume_adds_the_flag():
     assert command[-3:] == ["--resume", "--progress", "json"]
 
 
+def test_distill_command_from_scans_with_and_without_labels():
+    scans = DistillParameters(**{**DISTILL.__dict__, "dataset": "", "images": Path("/data/scans")})
+    arguments = distill_command(LAUNCHER, scans)[len(LAUNCHER):]
+    assert arguments[:5] == ["distill", "--teacher", DISTILL_ARGUMENTS[2], "--images", "/data/scans"]
+    assert "--dataset" not in arguments and "--labels" not in arguments
+    labelled = DistillParameters(**{**scans.__dict__, "labels": Path("/data/labels")})
+    arguments = distill_command(LAUNCHER, labelled)[len(LAUNCHER):]
+    assert arguments[3:7] == ["--images", "/data/scans", "--labels", "/data/labels"]
+
+
 def test_distill_command_with_several_gpus_uses_torchrun():
     command = distill_command(LAUNCHER, DistillParameters(**{**DISTILL.__dict__, "gpus": 4}))
     assert command == [
@@ -99,6 +109,10 @@ def test_distill_command_with_several_gpus_uses_torchrun():
     [
         ({"teacher": Path("")}, "teacher"),
         ({"dataset": ""}, "dataset"),
+        ({"images": Path("/data/scans")}, "either a dataset or a scans folder"),
+        ({"dataset": "", "images": Path(".")}, "folder of scans"),
+        ({"labels": Path("/data/labels")}, "labels folder goes with a scans folder"),
+        ({"dataset": "", "images": Path("/data/scans"), "labels": Path("")}, "labels folder, or learn"),
         ({"work_dir": Path(".")}, "work folder"),
         ({"width": "1/3"}, "student width"),
         ({"mode": "fitnet"}, "KD mode"),

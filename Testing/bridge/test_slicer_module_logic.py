@@ -224,6 +224,19 @@ def test_distillation_parameters_come_from_the_parameter_node(module, tmp_path):
                                            epochs=3, device="cpu", resume=True)
 
 
+def test_distillation_from_scans_takes_the_scans_and_labels_folders_from_the_node(module, tmp_path):
+    fromNode = module.ReCoKDSegmentLogic.distillParametersFromNode
+    scans = distill_node(module, tmp_path, teacherFolder=tmp_path / "teacher", trainingData="scans",
+                         dataset="990", imagesFolder=tmp_path / "scans", labelsFolder=tmp_path / "labels")
+    parameters = fromNode(scans)
+    assert (parameters.images, parameters.labels, parameters.dataset) == (tmp_path / "scans", None, "")
+    scans.useLabels = True
+    assert fromNode(scans).labels == tmp_path / "labels"
+    scans.imagesFolder = Path()  # a cleared path field
+    with pytest.raises(module.ReCoKDSegmentError, match=r"^Choose the folder of scans\.$"):
+        fromNode(scans)
+
+
 @pytest.mark.parametrize("results", [None, "/data/nnUNet_results"])
 def test_the_teacher_folder_starts_at_nnunets_results_folder_or_home_never_dot(app, monkeypatch, results):
     if results is None:

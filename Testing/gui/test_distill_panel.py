@@ -87,3 +87,30 @@ def test_typing_in_the_distil_fields_leaves_the_open_model_list_alone(distil_pan
     distil_panel.type_into(distil_panel.ui.datasetLineEdit, "991")
     assert combo.itemData(0, marker_role) == "still the same list"
     assert combo.currentText == "threshold"
+
+
+def test_scans_instead_of_a_dataset_with_labels_optional(distil_panel, tmp_path):
+    ui = distil_panel.ui
+    assert ui.datasetLineEdit.visible and not ui.imagesPathLineEdit.visible and not ui.useLabelsCheckBox.visible
+
+    distil_panel.choose(ui.trainingDataComboBox, "scans")
+
+    assert not ui.datasetLineEdit.visible and not ui.datasetLabel.visible
+    assert ui.imagesPathLineEdit.visible and ui.useLabelsCheckBox.visible and ui.labelsPathLineEdit.visible
+    assert not ui.labelsPathLineEdit.enabled, "labels are optional: off until ticked"
+    distil_panel.type_into(ui.imagesPathLineEdit, str(tmp_path / "scans"))
+    distil_panel.click(ui.startDistillButton)
+    command = distil_panel.logic.distillRunner.step.command
+    assert command[command.index("--images") + 1] == str(tmp_path / "scans")
+    assert "--dataset" not in command and "--labels" not in command
+    distil_panel.click(ui.stopDistillButton)
+    distil_panel.wait_idle()
+
+    distil_panel.click(ui.useLabelsCheckBox)
+    assert ui.labelsPathLineEdit.enabled
+    distil_panel.type_into(ui.labelsPathLineEdit, str(tmp_path / "labels"))
+    distil_panel.click(ui.startDistillButton)
+    command = distil_panel.logic.distillRunner.step.command
+    assert command[command.index("--labels") + 1] == str(tmp_path / "labels")
+    distil_panel.click(ui.stopDistillButton)
+    distil_panel.wait_idle()
