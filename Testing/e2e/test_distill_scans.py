@@ -177,3 +177,26 @@ def test_a_teacher_package_teaches_on_a_preprocessed_dataset_too(tiny_pipeline, 
     assert len(teachers) == 1 and (teachers[0] / "fold_0" / "checkpoint_final.pth").is_file()
     student = tmp_path / "results" / DATASET / "ReCoKDTrainer_logitKD__nnUNetPlans_ReCoKD_w8__3d_fullres" / "fold_0"
     assert load_checkpoint(student / "checkpoint_final.pth")["recokd"]["teacher"]["folder"] == str(teachers[0])
+
+
+def test_prepare_only_readies_the_scans_for_a_multi_process_run(held_out_phantoms, workspace, monkeypatch):
+    """torchrun's processes cannot prepare scans together: before --prepare-only they say so, after it they
+    find the dataset ready and predict nothing."""
+    from recokd.scans.prepare import prepare_scans
+
+    common = ["distill", "--teacher", str(PHANTOM_TEACHER), "--images", str(held_out_phantoms / "imagesTr"),
+              "--work-dir", str(workspace.root), "--device", "cpu", "--no-teacher-mirroring", "--progress", "json"]
+    ranks = {"WORLD_SIZE": "2", "RANK": "1"}
+    refused = recokd(*common, "--no-export", *TINY_SCHEDULE, env={**isolated_env(), **ranks}, check=False)
+    assert refused.returncode == 2 and "--prepare-only in a single process first" in refused.stderr
+
+    result = recokd(*common, "--prepare-only", env=isolated_env())
+    assert json_lines(result.stdout)[-1] == {"event": "result", "dataset": SCANS_DATASET,
+                                             "folder": str(workspace.preprocessed / SCANS_DATASET)}
+    assert not (workspace.results / SCANS_DATASET).exists(), "nothing was trained"
+
+    for name, value in ranks.items():
+        monkeypatch.setenv(name, value)
+    prepared = prepare_scans(workspace, read_teacher(PHANTOM_TEACHER), held_out_phantoms / "imagesTr", None, 0,
+                             mirroring=False)
+    assert prepared.dataset.predicted == 0 and prepared.dataset.name == SCANS_DATASET

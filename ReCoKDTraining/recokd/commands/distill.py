@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def register(subparsers) -> None:
     scans.add_argument("--labels", type=Path, default=None,
                        help="folder of label files named after their cases (optional; cases without one learn the "
                             "teacher's labels)")
+    scans.add_argument("--prepare-only", action="store_true",
+                       help="preprocess the scans and let the teacher label them, then stop (the step to run once "
+                            "before a torchrun of several processes, which cannot prepare them together)")
     scans.add_argument("--no-teacher-mirroring", action="store_true",
                        help="the teacher labels scans without test-time mirroring (up to 8x faster, coarser labels)")
     scans.add_argument("--soft-target-weight", type=float, default=KDOptions.soft_target_weight,
@@ -61,8 +65,10 @@ def run(args) -> int:
     if (args.dataset is None) == (args.images is None):
         raise RecokdError("Give the student's data as either --dataset (a preprocessed nnU-Net dataset) or --images "
                           "(a folder of scans), not both or neither.")
-    if args.images is None and (args.labels is not None or args.soft_target_weight or args.labeled_share != -1):
-        raise RecokdError("--labels, --soft-target-weight and --labeled-share go with --images (a folder of scans).")
+    if args.images is None and (args.labels is not None or args.soft_target_weight or args.labeled_share != -1
+                                or args.prepare_only):
+        raise RecokdError("--labels, --soft-target-weight, --labeled-share and --prepare-only go with --images "
+                          "(a folder of scans).")
     options = options_from(args)
     width = parse_width(args.width)
     schedule = schedule_from(args)
@@ -73,11 +79,13 @@ def run(args) -> int:
     try:
         with progress.quiet_stdout():
             teacher, dataset, teacher_fold, teacher_checkpoint = _teacher_and_dataset(args, workspace, device, progress)
-            result = run_distillation(
+            result = None if args.prepare_only else run_distillation(
                 workspace, teacher, dataset, width, options, args.fold, schedule, device, args.resume,
                 teacher_fold, teacher_checkpoint, on_epoch=progress.on_epoch, on_step=progress.on_step)
     finally:
         progress.close()
+    if result is None:
+        return _report_prepared(args, workspace, dataset) if is_main_rank else 0
     if not is_main_rank:
         return 0
     payload = {"event": "result", "student": str(result)}
@@ -89,6 +97,16 @@ def run(args) -> int:
     progress.emit(payload)
     if args.progress != "json":
         print(f"Student trained: {result}" + (f"\nModel package: {payload['package']}" if "package" in payload else ""))
+    return 0
+
+
+def _report_prepared(args, workspace, dataset: str) -> int:
+    """The end of ``--prepare-only``: the dataset the scans are in (a JSON result with ``--progress json``)."""
+    folder = workspace.preprocessed / dataset
+    if args.progress == "json":
+        print(json.dumps({"event": "result", "dataset": dataset, "folder": str(folder)}), flush=True)
+    else:
+        print(f"Scans prepared: {folder}\nNow run the same command without --prepare-only (torchrun may start it).")
     return 0
 
 

@@ -126,7 +126,8 @@ def build_scans_dataset(
         return result
     if read_only:
         raise RecokdError(f"The scans of {images} are not prepared yet in {folder}, and several processes cannot "
-                          "prepare them at once: run recokd distill once in a single process first (it caches them).")
+                          "prepare them at once: run the same recokd distill command with --prepare-only in a single "
+                          "process first (it caches them), then this one.")
 
     folder.mkdir(parents=True, exist_ok=True)
     data.mkdir(exist_ok=True)
