@@ -39,7 +39,9 @@ from slicer.util import VTKObservationMixin
 #: needs Python 3.10 is imported: below the floor the panel shows this text instead of a traceback.
 VERSION_FLOOR_MESSAGE = version_floor_message((slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info)
 
-if VERSION_FLOOR_MESSAGE is None:  # the Lib needs Python 3.10
+# The Lib needs Python 3.10. Below the floor these names do not exist, so the annotations that
+# name them are quoted (never evaluated) and the parameter node, which needs them, is not defined.
+if VERSION_FLOOR_MESSAGE is None:
     from ReCoKDSegmentLib.commands import (
         BACKENDS,
         DEVICES,
