@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 from bridge_support import REPO
+from ReCoKDSegmentLib.compatibility import MINIMUM_SLICER
 
 MODULE_DIR = REPO / "ReCoKDSegment"
 MODULE_SCRIPT = MODULE_DIR / "ReCoKDSegment.py"
@@ -107,6 +108,9 @@ def test_extension_cmake_declares_the_metadata():
     assert "add_subdirectory(ReCoKDSegment)" in cmake
     assert (REPO / "Resources" / "Icons" / "ReCoKD.png").is_file()
     assert "cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)" in cmake  # the Slicer 5.10 template's
+    floor = ".".join(str(part) for part in MINIMUM_SLICER)
+    assert f"Requires Slicer {floor} or newer." in cmake and f"Supported Slicer versions: {floor} and newer" in (
+        REPO / "README.md").read_text()
     for url in re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', cmake).group(1).split():
         path = REPO / url.split("/main/", 1)[1]
         assert path.is_file() and path.parent == REPO / "Resources" / "Screenshots", url
