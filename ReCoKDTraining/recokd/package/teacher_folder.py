@@ -25,18 +25,22 @@ from recokd.nnunet.checkpoint import save_atomically
 from recokd.nnunet.teacher import channel_names, configuration_of_results_folder
 from recokd.package.archive import PACKAGE_SUFFIX, load_package
 from recokd.package.model import ModelPackage
+from recokd.package.weights import update_with_state_dict
 
 FOLD = 0
 CHECKPOINT = "checkpoint_final.pth"
 TRAINER = "nnUNetTrainer"
 _DATASET_NAME = re.compile(r"Dataset\d{3}_\w+")
+SOURCE_RECORD = "recokd_source.json"  # beside the checkpoint: the sha256 of the model it was written from
 _FOLDER_PART = re.compile(r"(?!.*__)[A-Za-z0-9][A-Za-z0-9_.-]*")  # one part of <Trainer>__<Plans>__<configuration>
 
 
 def teacher_folder_from_package(package: Path, results: Path) -> Path:
     """Write the package's model as ``results/<dataset>/nnUNetTrainer__<plans>__<configuration>``; return that folder.
 
-    An existing folder with a final checkpoint is reused as it is (a second run writes nothing).
+    An existing folder written from the same model (same plans, dataset description and weights,
+    recorded in ``fold_0/recokd_source.json``) is reused as it is: a second run writes nothing. One
+    written from another model of the same names (a package updated since) is written again.
     """
     return teacher_folder_from_model(load_package(Path(package)), results)
 
@@ -56,7 +60,9 @@ def teacher_folder_from_model(model: ModelPackage, results: Path) -> Path:
                               "digits, '.', '-' and single '_' only). Re-export the model.")
     folder = Path(results) / dataset / f"{TRAINER}__{model.plans['plans_name']}__{model.configuration}"
     checkpoint = folder / f"fold_{FOLD}" / CHECKPOINT
-    if checkpoint.is_file():
+    source = checkpoint.with_name(SOURCE_RECORD)
+    record = json.dumps({"model_sha256": _model_digest(model)})
+    if checkpoint.is_file() and source.is_file() and source.read_text(encoding="utf-8") == record:
         return folder
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     for name, content in (("plans.json", model.plans), ("dataset.json", model.dataset_json)):
@@ -70,7 +76,17 @@ def teacher_folder_from_model(model: ModelPackage, results: Path) -> Path:
         "inference_allowed_mirroring_axes": list(model.mirror_axes) if model.mirror_axes is not None else None,
         "source_package": model.name,
     }, checkpoint)
+    with atomic_destination(source) as temporary:  # last: a folder without it is written again
+        temporary.write_text(record, encoding="utf-8")
     return folder
+
+
+def _model_digest(model: ModelPackage) -> str:
+    """sha256 of what the folder holds: plans, dataset description, configuration, mirror axes and weights."""
+    digest = hashlib.sha256(json.dumps(
+        [model.plans, model.dataset_json, model.configuration, model.mirror_axes], sort_keys=True, default=str).encode())
+    update_with_state_dict(digest, model.state_dict)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
