@@ -248,3 +248,17 @@ def test_weights_that_do_not_fit_the_plans_are_refused(package):
     broken.state_dict.pop(next(iter(broken.state_dict)))
     with pytest.raises(RecokdError, match="do not fit"):
         StudentPredictor(broken, device="cpu")
+
+
+@pytest.mark.parametrize("reader, refused", [("SimpleITKIO", False), ("NibabelIO", False),
+                                             ("NibabelIOWithReorient", True), ("SimpleITKIOWithReorient", True)])
+def test_a_model_planned_with_a_reorienting_reader_is_refused(reader, refused):
+    """A ...WithReorient reader turns images to RAS before the network: fed SimpleITK's arrays, such a model's
+    labels would be misplaced. NibabelIO hands nnU-Net the same arrays and spacing as SimpleITKIO."""
+    package = tiny_package(seed=0)
+    package.plans["image_reader_writer"] = reader
+    if refused:
+        with pytest.raises(RecokdError, match=f"planned with nnU-Net's {reader} reader"):
+            StudentPredictor(package, device="cpu", backend="torch")
+    else:
+        assert StudentPredictor(package, device="cpu", backend="torch").package is package

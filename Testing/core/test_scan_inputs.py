@@ -154,10 +154,10 @@ def test_a_teacher_package_whose_plans_lack_the_ct_statistics_is_refused(tmp_pat
 
 def test_a_teacher_reading_images_with_another_reader_is_refused(tmp_path, capsys, phantoms):
     model = load_package(PHANTOM_TEACHER)
-    teacher = write_package(replace(model, plans=model.plans | {"image_reader_writer": "NibabelIO"}),
+    teacher = write_package(replace(model, plans=model.plans | {"image_reader_writer": "NibabelIOWithReorient"}),
                             tmp_path / "nibabel.recokd.zip")
     images, _ = copy_cases(phantoms, tmp_path)
-    assert "NibabelIO" in refused(tmp_path, capsys, images, teacher=teacher)
+    assert "NibabelIOWithReorient" in refused(tmp_path, capsys, images, teacher=teacher)
 
 
 def test_one_scan_needs_fold_all(tmp_path, capsys, phantoms):
@@ -176,7 +176,7 @@ def test_dataset_and_images_exclude_each_other(tmp_path, capsys, phantoms):
 def test_labels_alone_are_refused(tmp_path, capsys, phantoms):
     status = main(["distill", "--teacher", str(PHANTOM_TEACHER), "--dataset", "4", "--labels",
                    str(phantoms / "labelsTr"), "--work-dir", str(tmp_path / "work"), "--progress", "none"])
-    assert status == 2 and "--labels, --soft-target-weight and --labeled-share go with --images" in capsys.readouterr().err
+    assert status == 2 and "--labels, --soft-target-weight, --labeled-share and --prepare-only go with --images" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
 
 

@@ -39,6 +39,11 @@ from recokd.package.model import ModelPackage
 
 log = logging.getLogger(__name__)
 
+#: nnU-Net readers whose arrays equal SimpleITKIO's for a 3D file (NibabelIO transposes to SimpleITK's
+#: axis order and reverses the spacing to match). The ``...WithReorient`` readers turn images to RAS
+#: first: a model planned with one expects arrays this predictor does not make, so it is refused.
+ARRAY_COMPATIBLE_READERS = ("SimpleITKIO", "NibabelIO")
+
 
 class StudentPredictor:
     """A loaded model package ready to segment volumes (load once, call many times).
@@ -83,6 +88,12 @@ class StudentPredictor:
         # the configuration as nnU-Net reads it, its default resampling swapped for the memory-bounded equal
         configuration_dict = plans_manager.get_configuration(package.configuration).configuration
         configuration = BoundedResamplingConfiguration(configuration_dict)
+        reader = package.plans.get("image_reader_writer", "SimpleITKIO")
+        if reader not in ARRAY_COMPATIBLE_READERS:
+            raise RecokdError(
+                f"The model was planned with nnU-Net's {reader} reader, which reorients images before the network "
+                f"sees them; ReCoKD reads images as {' or '.join(ARRAY_COMPATIBLE_READERS)} do, so its labels would be "
+                "misplaced. Plan and train the model with SimpleITKIO.")
         if configuration.previous_stage_name is not None:
             raise RecokdError(f"Configuration {package.configuration!r} is a cascade stage; ReCoKD runs single-stage models.")
 

@@ -2,7 +2,7 @@
 
 What is refused, each with a :class:`RecokdError` that says what to change:
 
-- plans that cannot preprocess a scan: another image reader than nnU-Net's ``SimpleITKIO``
+- plans that cannot preprocess a scan: a reader that reorients (arrays unlike ``SimpleITKIO``'s)
   (ReCoKD reads scans as that reader does), a region-based or cascade configuration, or a
   normalisation that needs intensity statistics the plans lack (``CTNormalization`` clips and
   scales with ``foreground_intensity_properties_per_channel``, which a hand-made plans file may
@@ -25,10 +25,10 @@ import SimpleITK as sitk
 
 from recokd.errors import RecokdError
 from recokd.inference.image_io import dicom_series, read_image
+from recokd.inference.predictor import ARRAY_COMPATIBLE_READERS
 from recokd.package.teacher_folder import TeacherSource
 from recokd.scans.cases import ScanCase
 
-READER = "SimpleITKIO"
 CT_STATISTICS = ("mean", "std", "percentile_00_5", "percentile_99_5")
 _PROBE_SHAPE = (12, 12, 12)
 _MODALITY_TAG = "0008|0060"
@@ -40,10 +40,11 @@ def check_teacher_can_preprocess(teacher: TeacherSource) -> None:
 
     plans = teacher.plans
     where = f"The teacher's plans ({teacher.path.name})"
-    if plans.get("image_reader_writer", READER) != READER:
-        raise RecokdError(f"{where} read images with {plans['image_reader_writer']}; ReCoKD reads scans as nnU-Net's "
-                          f"{READER} does, so the teacher would see them in another orientation. Use a teacher "
-                          f"planned with {READER} (nnU-Net's default for NIfTI/NRRD/MHA).")
+    reader = plans.get("image_reader_writer", "SimpleITKIO")
+    if reader not in ARRAY_COMPATIBLE_READERS:
+        raise RecokdError(f"{where} read images with {reader}; ReCoKD reads scans as nnU-Net's SimpleITKIO does, so "
+                          "the teacher would see them in another orientation. Use a teacher planned with SimpleITKIO "
+                          "(nnU-Net's default for NIfTI/NRRD/MHA).")
     try:
         plans_manager = PlansManager(plans)
         configuration = plans_manager.get_configuration(teacher.configuration)
