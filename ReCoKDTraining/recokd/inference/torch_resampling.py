@@ -40,9 +40,10 @@ def linear_resampling_arguments(resampling_fn: Callable) -> dict | None:
     """The keyword arguments of nnU-Net's default resampling in ``resampling_fn``, when torch can do it.
 
     ``resampling_fn`` is a configuration's ``resampling_fn_probabilities`` (a ``partial``). Returns
-    ``order``, ``order_z``, ``force_separate_z`` and ``separate_z_anisotropy_threshold`` with
-    nnU-Net's defaults filled in, or ``None`` for any other function or an order other than
-    linear in-plane and 0 or 1 along the anisotropic axis (cubic splines are scipy's alone).
+    ``order_z``, ``force_separate_z`` and ``separate_z_anisotropy_threshold`` (the keywords of
+    :func:`resampling_steps`) with nnU-Net's defaults filled in, or ``None`` for any other
+    function or an order other than linear in-plane and 0 or 1 along the anisotropic axis (cubic
+    splines are scipy's alone).
     """
     if not isinstance(resampling_fn, partial) or resampling_fn.func not in _DEFAULT_FUNCTIONS or resampling_fn.args:
         return None
