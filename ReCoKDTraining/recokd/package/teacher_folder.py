@@ -45,8 +45,9 @@ def teacher_folder_from_package(package: Path, results: Path) -> Path:
     return teacher_folder_from_model(load_package(Path(package)), results)
 
 
-def teacher_folder_from_model(model: ModelPackage, results: Path) -> Path:
-    """:func:`teacher_folder_from_package` for a package already loaded.
+def teacher_folder_from_model(model: ModelPackage, results: Path, model_sha256: str | None = None) -> Path:
+    """:func:`teacher_folder_from_package` for a package already loaded (``model_sha256``: its
+    :func:`model_digest`, when the caller has it already).
 
     The folder's names come from the package's plans, a file someone sent: a dataset name that
     is not nnU-Net's ``DatasetXXX_Name`` is replaced, and a plans or configuration name that could
@@ -61,7 +62,7 @@ def teacher_folder_from_model(model: ModelPackage, results: Path) -> Path:
     folder = Path(results) / dataset / f"{TRAINER}__{model.plans['plans_name']}__{model.configuration}"
     checkpoint = folder / f"fold_{FOLD}" / CHECKPOINT
     source = checkpoint.with_name(SOURCE_RECORD)
-    record = json.dumps({"model_sha256": _model_digest(model)})
+    record = json.dumps({"model_sha256": model_sha256 or model_digest(model)})
     if checkpoint.is_file() and source.is_file() and source.read_text(encoding="utf-8") == record:
         return folder
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ def teacher_folder_from_model(model: ModelPackage, results: Path) -> Path:
     return folder
 
 
-def _model_digest(model: ModelPackage) -> str:
+def model_digest(model: ModelPackage) -> str:
     """sha256 of what the folder holds: plans, dataset description, configuration, mirror axes and weights."""
     digest = hashlib.sha256(json.dumps(
         [model.plans, model.dataset_json, model.configuration, model.mirror_axes], sort_keys=True, default=str).encode())
@@ -111,16 +112,13 @@ class TeacherSource:
     def results_folder(self, work_dir: Path) -> Path:
         """The teacher's nnU-Net results folder; a package is written out once under ``work_dir/teachers``.
 
-        Each package gets its own folder, named by its file's sha256: two packages whose plans
+        Each model gets its own folder, named by its :func:`model_digest`: two packages whose plans
         and dataset names agree never share (and never reuse) each other's weights.
         """
         if self.package is None:
             return self.path
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        return teacher_folder_from_model(self.package, Path(work_dir) / "teachers" / digest.hexdigest()[:16])
+        digest = model_digest(self.package)
+        return teacher_folder_from_model(self.package, Path(work_dir) / "teachers" / digest[:16], digest)
 
 
 def read_teacher(path: Path) -> TeacherSource:
