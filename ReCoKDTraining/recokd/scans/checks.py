@@ -87,14 +87,16 @@ def _probe(plans_manager, configuration, teacher: TeacherSource, where: str) -> 
 def check_scans(cases: list[ScanCase], teacher: TeacherSource) -> None:
     """Every scan readable with the teacher's channel count; every label its scan's size, with known values."""
     known = _label_values(teacher.dataset_json)
+    takes_ct = _normalisation(teacher) == ["CTNormalization"]
     for case in cases:
-        size = _scan_size(case, teacher)
+        size = _scan_size(case, teacher, takes_ct)
         if case.label is not None:
             _check_label(case, size, known)
 
 
-def _scan_size(case: ScanCase, teacher: TeacherSource) -> tuple[int, int, int] | None:
-    """The spatial size (x, y, z) of the case's scan, checked against the teacher's channels; None for DICOM."""
+def _scan_size(case: ScanCase, teacher: TeacherSource, takes_ct: bool) -> tuple[int, int, int] | None:
+    """The spatial size (x, y, z) of the case's scan, checked against the teacher's channels (and, for a
+    DICOM series, its modality against a CT teacher, ``takes_ct``); None for DICOM."""
     channels = teacher.channels
     if case.images[0].is_dir():
         found = dicom_series(case.images[0])
@@ -105,7 +107,7 @@ def _scan_size(case: ScanCase, teacher: TeacherSource) -> tuple[int, int, int] |
             raise RecokdError(f"Case {case.name} is one DICOM series (one channel); the teacher takes {channels} "
                               "channels.")
         modality = _dicom_modality(found[0].files[0])
-        if modality not in ("", "CT") and _normalisation(teacher) == ["CTNormalization"]:
+        if modality not in ("", "CT") and takes_ct:
             raise RecokdError(f"Case {case.name} is a {modality} series; the teacher takes CT (it normalises its input "
                               "in Hounsfield units). Give CT scans, or a teacher trained on this modality.")
         return None
